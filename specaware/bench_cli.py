@@ -1,0 +1,64 @@
+"""`specaware bench`: run the benchmark scripts in `bench/` one after another.
+
+Each script measures its subject side by side with a baseline in one run and prints the ratio,
+so the numbers are comparable on whatever machine runs them. The scripts live in the repository
+(not the installed package): run this from a clone.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+
+def available() -> list[str]:
+    if not BENCH_DIR.is_dir():
+        return []
+    return sorted(p.stem.removeprefix("bench_") for p in BENCH_DIR.glob("bench_*.py"))
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {available()})")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+
+
+def machine_line() -> str:
+    try:
+        import torch
+        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+        tv = torch.__version__
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        dev, tv = "torch missing", "-"
+    return (f"machine: {platform.machine()} {os.cpu_count()} CPU cores, {dev}; "
+            f"python {platform.python_version()}, torch {tv}")
+
+
+def main(args) -> int:
+    names = args.names or available()
+    unknown = sorted(set(names) - set(available()))
+    if not BENCH_DIR.is_dir():
+        print(f"error: no bench/ folder next to the package ({BENCH_DIR}); run from a clone",
+              file=sys.stderr)
+        return 2
+    if unknown:
+        print(f"error: unknown benchmark(s) {unknown}; available: {available()}", file=sys.stderr)
+        return 2
+    print(machine_line(), flush=True)
+    env = dict(os.environ, PYTHONPATH=str(BENCH_DIR.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    failed = []
+    for name in names:
+        cmd = [sys.executable, str(BENCH_DIR / f"bench_{name}.py")] + (["--quick"] if args.quick else [])
+        print(f"\n=== bench {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call(cmd, env=env)
+        print(f"=== bench {name}: exit {rc} in {time.perf_counter() - t0:.0f} s", flush=True)
+        if rc:
+            failed.append(name)
+    if failed:
+        print(f"failed: {failed}", file=sys.stderr)
+    return 1 if failed else 0
