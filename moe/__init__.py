@@ -1,0 +1,25 @@
+"""Soft mixture of experts (Puigcerver et al., ICLR 2024) with a dense and a top-k reference.
+
+Stands on its own: imports torch and einops only (torch.distributed only in `moe.parallel`).
+
+    from moe import SoftMoE, DenseMLP, TopKMoE, RoutingMetrics
+    layer = SoftMoE(dim, num_experts, slots_per_expert, hidden_dim, expert="mlp")
+    y, metrics = layer(x, mask=None)     # x [b, n, d]; mask bool [b, n], True = real token
+    metrics.as_dict()                    # detached floats for logging
+"""
+from .dense import DenseMLP
+from .experts import EXPERTS, MLPExperts, SwiGLUExperts, make_experts
+from .metrics import RoutingMetrics
+from .router import Routing, SoftRouter
+from .soft_moe import SoftMoE
+
+__all__ = ["SoftMoE", "DenseMLP", "TopKMoE", "RoutingMetrics", "SoftRouter", "Routing",
+           "MLPExperts", "SwiGLUExperts", "EXPERTS", "make_experts"]
+
+
+def __getattr__(name):
+    # topk.py may land after the rest; import lazily so a missing baseline never breaks SoftMoE
+    if name == "TopKMoE":
+        from .topk import TopKMoE
+        return TopKMoE
+    raise AttributeError(f"module 'moe' has no attribute {name!r}")
