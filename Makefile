@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --upgrade pip setuptools wheel
 	$(BIN)/pip install "$(TORCH_SPEC)"
 	$(BIN)/pip install ninja py-cpuinfo hjson psutil pydantic packaging
-	@$(BIN)/python -c "from deepspeed.git_version_info import installed_ops as o, version as v; import sys; sys.exit(0 if v.startswith('$(DEEPSPEED_VERSION)') and o.get('cpu_adam') and o.get('shm_comm') else 1)" 2>/dev/null \
+	@$(BIN)/python -c "from deepspeed.git_version_info import installed_ops as o, version as v; import sys; sys.exit(0 if v.startswith('$(DEEPSPEED_VERSION)') and o.get('cpu_adam') and o.get('deepspeed_shm_comm') else 1)" 2>/dev/null \
 	  || { $(BIN)/pip uninstall -y deepspeed; \
 	       DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 DS_BUILD_CPU_ADAM=1 DS_BUILD_FUSED_ADAM=1 \
 	       $(BIN)/pip install --no-build-isolation "deepspeed==$(DEEPSPEED_VERSION)"; }
