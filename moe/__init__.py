@@ -12,14 +12,8 @@ from .experts import EXPERTS, MLPExperts, SwiGLUExperts, make_experts
 from .metrics import RoutingMetrics
 from .router import Routing, SoftRouter
 from .soft_moe import SoftMoE
+from .topk import TopKMoE
 
 __all__ = ["SoftMoE", "DenseMLP", "TopKMoE", "RoutingMetrics", "SoftRouter", "Routing",
            "MLPExperts", "SwiGLUExperts", "EXPERTS", "make_experts"]
 
-
-def __getattr__(name):
-    # topk.py may land after the rest; import lazily so a missing baseline never breaks SoftMoE
-    if name == "TopKMoE":
-        from .topk import TopKMoE
-        return TopKMoE
-    raise AttributeError(f"module 'moe' has no attribute {name!r}")
