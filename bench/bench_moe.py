@@ -1,0 +1,134 @@
+"""Soft MoE versus a dense MLP and top-k, side by side in one run (forward + backward, CPU).
+
+Prints:
+1. how the layers are matched ("same per-token expert FLOPs"), and the FLOPs counted by
+   torch.utils.flop_counter for each layer;
+2. the router overhead formula 3*n*m*d multiply-adds per sequence (m = e*s slots) against the
+   FLOPs measured on the router part of the layer (logits, dispatch, combine);
+3. median forward+backward time of each layer over interleaved repetitions, and the ratio
+   SoftMoE / dense against the target (<= 1.25 at n=196, d=384, 8 experts).
+
+Run: PYTHONPATH=. .venv/bin/python bench/bench_moe.py [--quick] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from moe import DenseMLP, SoftMoE, TopKMoE
+
+TARGET = 1.25
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="batch 2 and few repetitions (smoke run)")
+    p.add_argument("--batch", type=int, default=None, help="sequences per step (default 8, quick 2)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 15, quick 4)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 = least noise on a shared box)")
+    p.add_argument("--tokens", type=int, default=196)
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--experts", type=int, default=8)
+    p.add_argument("--slots", type=int, default=25, help="slots per expert (e*s ~ n)")
+    p.add_argument("--hidden", type=int, default=1536, help="expert hidden width (4 d)")
+    return p.parse_args(argv)
+
+
+def build_layers(a) -> dict[str, torch.nn.Module]:
+    """The compared layers; see `explain` for how their compute is matched."""
+    m = a.experts * a.slots
+    dense_hidden = round(a.hidden * m / a.tokens)
+    top1_cf = m / a.tokens   # capacity e*C = m rows per sequence: the slot count of Soft MoE
+    torch.manual_seed(0)
+    return {
+        "dense": DenseMLP(a.dim, dense_hidden),
+        "soft": SoftMoE(a.dim, a.experts, a.slots, a.hidden),
+        "top1": TopKMoE(a.dim, a.experts, a.hidden, k=1, capacity_factor=top1_cf),
+        "top2": TopKMoE(a.dim, a.experts, a.hidden // 2, k=2, capacity_factor=top1_cf),
+    }
+
+
+def explain(a, layers) -> None:
+    m = a.experts * a.slots
+    print(f"shape: b={a.batch} sequences x n={a.tokens} tokens x d={a.dim}; "
+          f"{a.experts} experts, hidden {a.hidden}; threads={torch.get_num_threads()}")
+    print("same per-token expert FLOPs: Soft MoE runs m = e*s = "
+          f"{a.experts}*{a.slots} = {m} slots through one expert MLP each (hidden {a.hidden}), "
+          f"i.e. {m}/{a.tokens} = {m / a.tokens:.3f} expert MLPs per token;")
+    print(f"  dense MLP hidden = round({a.hidden} * {m}/{a.tokens}) = {layers['dense'].hidden_dim} "
+          "gives each token the same MLP multiply-adds;")
+    print(f"  top1: k=1, hidden {a.hidden}, capacity e*C = {a.experts}*{layers['top1'].capacity(a.tokens)} "
+          f"rows; top2: k=2, hidden {a.hidden // 2}, capacity {a.experts}*"
+          f"{layers['top2'].capacity(a.tokens)} rows (same expert FLOPs, tokens dropped over capacity)")
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def flop_table(a, layers, x) -> dict[str, int]:
+    """Measured forward FLOPs per layer, plus the router check of Soft MoE."""
+    measured = {}
+    for name, layer in layers.items():
+        measured[name] = count_flops(lambda: layer(x))
+    soft = layers["soft"]
+    slots = torch.randn(a.batch, a.experts * a.slots, a.dim)
+    expert_flops = count_flops(lambda: soft.run_experts(slots))
+    router_measured = (measured["soft"] - expert_flops) // 2          # FLOPs -> multiply-adds
+    formula = a.batch * soft.flops(a.tokens)["router"]
+    print(f"router overhead: formula 3*n*m*d = 3*{a.tokens}*{a.experts * a.slots}*{a.dim} = "
+          f"{formula // a.batch / 1e6:.2f} M MACs/sequence; measured {router_measured / a.batch / 1e6:.2f} "
+          f"M MACs/sequence; measured/formula = {router_measured / formula:.4f}")
+    print(f"router share of Soft MoE forward MACs: {router_measured / (measured['soft'] / 2):.1%} "
+          f"(experts {expert_flops / 2 / a.batch / 1e6:.1f} M MACs/sequence)")
+    for name in layers:
+        print(f"forward FLOPs {name:6s} {measured[name] / a.batch / 1e9:7.3f} GFLOP/sequence "
+              f"({measured[name] / measured['dense']:.3f} x dense)")
+    return measured
+
+
+def time_layers(layers, x, reps: int) -> dict[str, float]:
+    """Median forward+backward seconds per layer, repetitions interleaved across layers."""
+    times: dict[str, list[float]] = {name: [] for name in layers}
+    inputs = {name: x.clone().requires_grad_(True) for name in layers}
+    for rep in range(reps + 2):                                        # 2 warm-up rounds
+        for name, layer in layers.items():
+            layer.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            y, _ = layer(inputs[name])
+            y.square().mean().backward()
+            if rep >= 2:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    a.batch = a.batch or (2 if a.quick else 8)
+    reps = a.reps or (4 if a.quick else 15)
+    torch.set_num_threads(a.threads)
+    layers = build_layers(a)
+    print(f"bench_moe: {platform.machine()}, torch {torch.__version__}, fp32 on CPU")
+    explain(a, layers)
+    x = torch.randn(a.batch, a.tokens, a.dim)
+    flop_table(a, layers, x)
+    times = time_layers(layers, x, reps)
+    for name, t in times.items():
+        print(f"fwd+bwd {name:6s} {t * 1e3:8.1f} ms   ratio vs dense {t / times['dense']:.3f}")
+    ratio = times["soft"] / times["dense"]
+    print(f"ratio soft/dense = {ratio:.3f}; soft/top1 = {times['soft'] / times['top1']:.3f}; "
+          f"soft/top2 = {times['soft'] / times['top2']:.3f}")
+    print(f"target: soft/dense fwd+bwd <= {TARGET} -> {'MET' if ratio <= TARGET else 'NOT MET'} "
+          f"({ratio:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
