@@ -1,0 +1,200 @@
+"""Small generated fixtures shared by the test suite (no downloaded data).
+
+Scenes:  synthetic_cube, write_geotiff (wavelengths as band tags / GDAL IMAGERY / ENVI domain,
+         nm or micrometres), write_envi (raw cube + hand-written .hdr, as real ENVI files come).
+Shards:  write_tiny_shards (a few tar shards + manifest via the real codec and writer),
+         corrupt_shard (truncate a tar or garble a member).
+Keep everything tiny: tests run on 2 shared CPU cores.
+"""
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+
+from specaware.data.codec import encode_sample
+from specaware.data.sample import make_sample
+from specaware.data.shard import ShardWriter, make_key
+from specaware.sensors import absorption_mask, get_sensor
+
+UTM_11N = "EPSG:32611"
+ORIGIN = (500000.0, 4100000.0)  # easting, northing of the upper-left corner (~37 N, -117 E)
+
+
+def _endmembers(wavelength: np.ndarray) -> np.ndarray:
+    """[3, C] smooth water / vegetation / soil-like reflectance spectra (0..0.6)."""
+    wl = np.asarray(wavelength, dtype=np.float64)
+    water = 0.06 * np.exp(-((wl - 480.0) / 120.0) ** 2) + 0.005
+    red_edge = 1.0 / (1.0 + np.exp(-(wl - 715.0) / 12.0))
+    vegetation = 0.04 + 0.05 * np.exp(-((wl - 550.0) / 30.0) ** 2) + 0.42 * red_edge * np.exp(
+        -np.clip(wl - 1300.0, 0, None) / 900.0)
+    soil = 0.08 + 0.30 * (1 - np.exp(-(wl - 350.0) / 700.0))
+    return np.stack([water, vegetation, soil]).astype(np.float32)
+
+
+def synthetic_cube(wavelength: Sequence[float], height: int = 32, width: int = 32,
+                   seed: int = 0, noise: float = 0.003) -> np.ndarray:
+    """float32 [C, H, W] reflectance: smooth abundance fields of water/vegetation/soil spectra."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
+    fields = []
+    for _ in range(3):
+        fx, fy, phase = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 6.3)
+        fields.append(np.exp(2.0 * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase)))
+    abundance = np.stack(fields) / np.sum(fields, axis=0)  # [3, H, W], sums to 1
+    cube = np.einsum("kc,khw->chw", _endmembers(np.asarray(wavelength)), abundance)
+    cube += rng.normal(0.0, noise, cube.shape)
+    return cube.astype(np.float32)
+
+
+def _fmt(values) -> str:
+    return ", ".join(f"{v:.6g}" for v in values)
+
+
+def write_geotiff(path, cube: np.ndarray, *, wavelength=None, fwhm=None, units: str = "nm",
+                  style: str | None = "band_tags", nodata: float | None = None,
+                  crs: str | None = UTM_11N, origin=ORIGIN, gsd: float = 2.0,
+                  dtype: str = "float32", tags: dict[str, Any] | None = None,
+                  band_names: Sequence[str] | None = None, blocksize: int = 16) -> Path:
+    """Write `cube` [C, H, W] as a tiled GeoTIFF.
+
+    style: where the wavelengths go: "band_tags" (per-band `wavelength`/`fwhm` tags plus a
+    `wavelength_units` tag), "imagery" (GDAL IMAGERY domain CENTRAL_WAVELENGTH_UM/FWHM_UM,
+    always micrometres), "envi" (ENVI metadata domain lists) or None (no wavelengths).
+    units: "nm" or "um" for the values written by "band_tags" / "envi".
+    """
+    path = Path(path)
+    c, h, w = cube.shape
+    factor = 1e-3 if units == "um" else 1.0
+    profile = dict(driver="GTiff", width=w, height=h, count=c, dtype=dtype, nodata=nodata,
+                   crs=crs, transform=from_origin(origin[0], origin[1], gsd, gsd) if crs else None,
+                   tiled=True, blockxsize=blocksize, blockysize=blocksize)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(cube.astype(dtype))
+        if tags:
+            dst.update_tags(**{k: str(v) for k, v in tags.items()})
+        for i in range(c):
+            if band_names is not None:
+                dst.set_band_description(i + 1, band_names[i])
+            if style == "band_tags" and wavelength is not None:
+                band = {"wavelength": f"{wavelength[i] * factor:.6g}"}
+                if fwhm is not None:
+                    band["fwhm"] = f"{fwhm[i] * factor:.6g}"
+                dst.update_tags(i + 1, **band)
+            elif style == "imagery" and wavelength is not None:
+                band = {"CENTRAL_WAVELENGTH_UM": f"{wavelength[i] / 1000.0:.6g}"}
+                if fwhm is not None:
+                    band["FWHM_UM"] = f"{fwhm[i] / 1000.0:.6g}"
+                dst.update_tags(i + 1, ns="IMAGERY", **band)
+        if style == "band_tags" and wavelength is not None:
+            dst.update_tags(wavelength_units="Micrometers" if units == "um" else "Nanometers")
+        if style == "envi" and wavelength is not None:
+            envi = {"wavelength": "{" + _fmt(np.asarray(wavelength) * factor) + "}",
+                    "wavelength_units": "Micrometers" if units == "um" else "Nanometers"}
+            if fwhm is not None:
+                envi["fwhm"] = "{" + _fmt(np.asarray(fwhm) * factor) + "}"
+            dst.update_tags(ns="ENVI", **envi)
+    return path
+
+
+def write_envi(path, cube: np.ndarray, *, wavelength=None, fwhm=None, units: str = "nm",
+               nodata: float | None = None, crs_zone: int | None = 11, origin=ORIGIN,
+               gsd: float = 2.0, band_names: Sequence[str] | None = None,
+               interleave: str = "bsq", extra_header: str = "") -> Path:
+    """Write a raw float32 cube + hand-written ENVI header, the way ENVI/instrument teams ship.
+
+    `path` is the data file (e.g. scene.img); the header goes to scene.hdr. units "nm" writes
+    `wavelength units = Nanometers`, "um" writes Micrometers with values in micrometres.
+    """
+    path = Path(path)
+    c, h, w = cube.shape
+    order = {"bsq": (0, 1, 2), "bil": (1, 0, 2), "bip": (1, 2, 0)}[interleave]
+    np.ascontiguousarray(cube.astype("<f4").transpose(order)).tofile(path)
+    lines = ["ENVI", "description = {specaware test scene}", f"samples = {w}", f"lines = {h}",
+             f"bands = {c}", "header offset = 0", "file type = ENVI Standard", "data type = 4",
+             f"interleave = {interleave}", "byte order = 0"]
+    if crs_zone is not None:
+        lines.append(f"map info = {{UTM, 1.000, 1.000, {origin[0]:.3f}, {origin[1]:.3f}, "
+                     f"{gsd}, {gsd}, {crs_zone}, North, WGS-84, units=Meters}}")
+    if nodata is not None:
+        lines.append(f"data ignore value = {nodata:g}")
+    if band_names is not None:
+        lines.append("band names = {" + ", ".join(band_names) + "}")
+    if wavelength is not None:
+        factor = 1e-3 if units == "um" else 1.0
+        lines.append(f"wavelength units = {'Micrometers' if units == 'um' else 'Nanometers'}")
+        lines.append("wavelength = {" + _fmt(np.asarray(wavelength) * factor) + "}")
+        if fwhm is not None:
+            lines.append("fwhm = {" + _fmt(np.asarray(fwhm) * factor) + "}")
+    path.with_suffix(".hdr").write_text("\n".join(lines) + "\n" + extra_header)
+    return path
+
+
+def sensor_bands(sensor: str, max_bands: int | None = None):
+    """(wavelength, fwhm, band_names) of a catalogue sensor, evenly thinned to `max_bands`."""
+    s = get_sensor(sensor)
+    idx = np.arange(s.num_bands)
+    if max_bands is not None and s.num_bands > max_bands:
+        idx = np.linspace(0, s.num_bands - 1, max_bands).round().astype(int)
+    return s.wavelength[idx], s.fwhm[idx], [s.band_names[i] for i in idx]
+
+
+def write_tiny_shards(out_dir, *, sensors: Sequence[str] = ("aviris-ng", "sentinel-2a"),
+                      max_bands: int | None = 24, num_shards: int = 2, per_shard: int = 4,
+                      tile: int = 16, dtype: str = "float16", seed: int = 0,
+                      invalid_fraction: float = 0.05, labels: int | None = None,
+                      overwrite: bool = False) -> dict[str, Any]:
+    """A small shard set: num_shards x per_shard samples, sensors taken in turn.
+
+    Each sample is a synthetic reflectance tile with about `invalid_fraction` invalid pixels;
+    absorption bands are flagged in band_valid. `labels=K` adds meta["label"] in [0, K).
+    Returns the manifest (also written to out_dir/manifest.json).
+    """
+    rng = np.random.default_rng(seed)
+    info = {"tile": tile, "dtype": dtype, "generator": "tests.fixtures.write_tiny_shards"}
+    with ShardWriter(out_dir, shard_size=per_shard, overwrite=overwrite, info=info) as writer:
+        for i in range(num_shards * per_shard):
+            name = sensors[i % len(sensors)]
+            wl, fwhm, _ = sensor_bands(name, max_bands)
+            cube = synthetic_cube(wl, tile, tile, seed=seed * 1000 + i)
+            valid = rng.random((tile, tile)) >= invalid_fraction
+            key = make_key(f"tiny-{name}", row=i * tile, col=0)
+            descriptors = {"landcover": ["water", "vegetation", "bare"][i % 3],
+                           "climate_zone": ["temperate", "tropical"][i % 2]}
+            meta = {"key": key, "scene": f"tiny-{name}", "crs": UTM_11N,
+                    "transform": [2.0, 0.0, ORIGIN[0], 0.0, -2.0, ORIGIN[1] - 2.0 * i * tile],
+                    "descriptors": descriptors}
+            if labels:
+                meta["label"] = int(i % labels)
+            sample = make_sample(cube, wl, fwhm, valid=valid, gsd=2.0, sensor=name,
+                                 level="L2", meta=meta)
+            band_valid = ~absorption_mask(wl, get_sensor(name).absorption_ranges)
+            writer.add(key, encode_sample(sample, dtype=dtype, band_valid=band_valid),
+                       row={"sensor": name, "bands": len(wl), "descriptors": descriptors})
+    return writer.manifest
+
+
+def corrupt_shard(path, mode: str = "truncate", member: int = 0) -> Path:
+    """Damage a shard in place: "truncate" cuts the tar mid-way (a broken download);
+    "garble" replaces the payload of member number `member` with bytes that are not npy/json."""
+    path = Path(path)
+    data = path.read_bytes()
+    if mode == "truncate":
+        path.write_bytes(data[: len(data) // 2 + 100])
+        return path
+    if mode != "garble":
+        raise ValueError(f"corrupt_shard: mode must be 'truncate' or 'garble', got {mode!r}")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i, (info, payload) in enumerate(members):
+            if i == member:
+                payload = b"\x00not a valid member\xff" * 4
+                info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
