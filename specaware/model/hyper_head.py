@@ -1,0 +1,63 @@
+"""Hyper output head: decoder tokens -> pixels of ANY target band set (DESIGN.md section 2).
+
+The same kind of hypernetwork as the HyperEmbedding, run in reverse. For every band c of the
+TARGET view (which may be another sensor's: encode view A, reconstruct view B) it generates the
+projection from decoder width to the k*k pixels of a patch, as a rank-r product
+    P_c = A_c B_c,   A_c [p, r],   B_c = sum_j h_cj G_j [r, dd]   (h_c0 = 1 constant feature)
+plus a per-band pixel bias, all from a condition of the target bands built from their metadata
+only (wavelength, FWHM, sensor, level): the target's pixels are what is being predicted, so they
+must not enter the condition. Output is in the target's standardised units (see loss.py).
+
+As in the embedding, B_c is never materialised: tokens are projected on the shared basis G
+once, then mixed per band:
+    S = t G          [b, n, j*r]   n*dd*j*r
+    u = h^T S        [b, c, n, r]  c*j*n*r
+    y = u A^T + bias [b, c, n, p]  c*n*r*p
+
+Letters: b batch, c target bands, n patches, p patch pixels (k*k), r rank, j hypernetwork
+features (+1 constant), dd decoder width, dz condition width.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from specaware.model.conditioning import BandConditioning
+from specaware.model.config import ConditioningConfig
+
+
+class HyperOutputHead(nn.Module):
+    """tokens [b, n, dd] + target band metadata -> standardised pixels [b, c, n, p]."""
+
+    def __init__(self, cond: ConditioningConfig, num_sensors: int, num_levels: int,
+                 decoder_dim: int, patch_size: int, rank: int = 16, hidden: int = 128):
+        super().__init__()
+        self.rank, self.patch_pixels = rank, patch_size ** 2
+        self.conditioning = BandConditioning(cond, num_sensors, num_levels, use_content=False)
+        dz = cond.cond_dim
+        self.a_gen = nn.Linear(dz, self.patch_pixels * rank)
+        self.pixel_bias = nn.Linear(dz, self.patch_pixels)
+        self.b_features = nn.Sequential(nn.Linear(dz, hidden), nn.GELU())
+        self.b_basis = nn.Parameter(torch.empty(decoder_dim, (hidden + 1) * rank))
+        nn.init.normal_(self.b_basis, std=1.0 / math.sqrt(decoder_dim * (hidden + 1)))
+        nn.init.normal_(self.a_gen.weight, std=1.0 / math.sqrt(dz * rank))
+        nn.init.zeros_(self.a_gen.bias)
+        nn.init.zeros_(self.pixel_bias.weight)
+        nn.init.zeros_(self.pixel_bias.bias)
+
+    def forward(self, tokens: Tensor, target) -> Tensor:
+        """tokens [b, n, dd] (no cls), target: BandInputs of the target view -> [b, c, n, p]."""
+        z = self.conditioning(target.wavelength, target.fwhm, target.sensor, target.level,
+                              target.band_mask)
+        h = self.b_features(z)
+        h = torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)            # [b, c, j]
+        projected = rearrange(tokens @ self.b_basis.to(tokens.dtype),
+                              "b n (j r) -> b j (n r)", r=self.rank)
+        mixed = rearrange(torch.bmm(h.to(tokens.dtype), projected),
+                          "b c (n r) -> b c n r", r=self.rank)
+        a = rearrange(self.a_gen(z), "b c (p r) -> b c r p", r=self.rank)
+        return torch.matmul(mixed, a.to(mixed.dtype)) + rearrange(self.pixel_bias(z),
+                                                                  "b c p -> b c 1 p")

@@ -1,0 +1,73 @@
+"""Reconstruction loss of the masked autoencoder (DESIGN.md section 2; CSMoE/SpecAware MAE).
+
+Counted only where the encoder saw nothing (masked patches) AND the target has a real value
+(valid pixel of a real band); invalid pixels and padded bands contribute exactly nothing.
+
+Target normalisation (our choice): per sample and per band, from ALL valid pixels of the target
+view (mean, std floored at 1% of the sample brightness; `conditioning.band_scale`). Using the
+target's own statistics is legitimate for an objective (MAE's per-patch `norm_pix_loss` does the
+same) and it balances bright and dark bands. The head predicts in these standardised units.
+  - pixel term: Charbonnier sqrt(diff^2 + eps^2) or MSE on standardised values;
+  - spectral term: spectral angle, 1 - cos(pred, target) over the valid bands of each pixel,
+    computed in PHYSICAL units (prediction de-standardised with the same statistics), where the
+    angle has its usual meaning for reflectance/radiance spectra. Pixels whose target spectrum is
+    all zero have no angle and are skipped.
+Both parts are returned separately; the total is their weighted sum. Computed in float32.
+
+Letters: b batch, c bands, n patches, p patch pixels (k*k).
+"""
+from __future__ import annotations
+
+import torch
+from einops import rearrange, reduce
+from torch import Tensor
+
+from specaware.model.conditioning import destandardise, standardise
+from specaware.model.config import LossConfig
+
+
+def loss_weights(valid: Tensor, mask: Tensor) -> Tensor:
+    """bool [b, c, n, p]: valid target pixel of a real band inside a masked patch."""
+    return valid & rearrange(mask, "b n -> b 1 n 1")
+
+
+def pixel_loss(pred: Tensor, target: Tensor, weight: Tensor, cfg: LossConfig) -> Tensor:
+    """Mean Charbonnier or squared error over the weighted elements (0 if there are none)."""
+    diff = pred - target
+    if cfg.pixel == "charbonnier":
+        err = torch.sqrt(diff.square() + cfg.charbonnier_eps ** 2)
+    elif cfg.pixel == "mse":
+        err = diff.square()
+    else:
+        raise ValueError(f"config key 'loss.pixel': {cfg.pixel!r} is not 'charbonnier' or 'mse'")
+    w = weight.to(err.dtype)
+    return (err * w).sum() / w.sum().clamp_min(1.0)
+
+
+def spectral_angle_loss(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """Mean over pixels of 1 - cosine over bands; pred/target [b, c, n, p] physical units."""
+    w = weight.to(pred.dtype)
+    pred, target = pred * w, target * w
+    tiny = 1e-12
+    dot = reduce(pred * target, "b c n p -> b n p", "sum")
+    pred_norm = torch.sqrt(reduce(pred.square(), "b c n p -> b n p", "sum") + tiny)
+    target_sq = reduce(target.square(), "b c n p -> b n p", "sum")
+    counted = (target_sq > tiny).to(pred.dtype)   # pixels with a spectrum to compare with
+    cos = dot / (pred_norm * torch.sqrt(target_sq + tiny))
+    return ((1.0 - cos) * counted).sum() / counted.sum().clamp_min(1.0)
+
+
+def reconstruction_loss(pred_std: Tensor, target_patches: Tensor, target_valid: Tensor,
+                        stats: dict[str, Tensor], mask: Tensor,
+                        cfg: LossConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """pred_std [b, c, n, p] standardised prediction; target_patches/valid [b, c, n, p];
+    stats: `band_statistics` of the full target; mask bool [b, n] True = hidden patch.
+    Returns (total, {"sam": ..., "charbonnier"|"mse": ...})."""
+    pred_std = pred_std.float()
+    target_patches = target_patches.float()
+    weight = loss_weights(target_valid, mask)
+    target_std = standardise(target_patches, target_valid, stats)
+    pix = pixel_loss(pred_std, target_std, weight, cfg)
+    sam = spectral_angle_loss(destandardise(pred_std, stats), target_patches, weight)
+    total = cfg.pixel_weight * pix + cfg.sam_weight * sam
+    return total, {"sam": sam, cfg.pixel: pix}
