@@ -1,0 +1,229 @@
+"""Checkpoints: atomic writes, `--resume auto`, keep-last-K rotation, RNG state.
+
+Layout under `run_dir/checkpoints/`:
+
+    step_00000500/            a complete checkpoint
+        ds/                   DeepSpeed's files (model + partitioned optimizer states)
+        rng/rank_00000.safetensors   torch/CUDA/numpy/python RNG of each rank
+        trainer_state.json    step, data-stream position, model config, resolved config
+        config.yaml           the resolved config, for humans
+        complete              marker, written last
+    .tmp-step_00001000/       a save in progress, or one a crash interrupted: never resumed
+
+A save writes everything into `.tmp-NAME/`, writes the marker, and renames the folder to
+`NAME` (one atomic rename on a POSIX file system), so a crash at any point leaves the previous
+checkpoint as the newest complete one. Multi-node runs need `run_dir` on a shared file system.
+
+Trust: DeepSpeed stores its states with `torch.save` (pickle). We only ever load our own
+DeepSpeed folders written by this trainer, which are trusted like the code itself; the RNG
+states and trainer state we add are safetensors and JSON, which cannot execute code.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from specaware.training import distributed
+from specaware.training.faults import fault_point
+
+log = logging.getLogger(__name__)
+
+__all__ = ["save", "load", "list_complete", "find_latest", "resolve_resume", "rotate",
+           "rng_state", "set_rng_state", "read_state", "DS_TAG", "MARKER"]
+
+CKPT_SUBDIR = "checkpoints"
+DS_TAG = "ds"
+MARKER = "complete"
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^step_(\d{8,})$")
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def is_complete(path: Path) -> bool:
+    return _NAME.match(path.name) is not None and (path / MARKER).is_file() \
+        and (path / STATE_FILE).is_file()
+
+
+def list_complete(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run (or of a `checkpoints/` folder), oldest first."""
+    root = Path(run_dir)
+    if (root / CKPT_SUBDIR).is_dir():
+        root = root / CKPT_SUBDIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and is_complete(p)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def find_latest(run_dir: str | Path) -> Path | None:
+    done = list_complete(run_dir)
+    return done[-1] if done else None
+
+
+def resolve_resume(resume: str | None, run_dir: str | Path) -> Path | None:
+    """`None`/"" -> fresh start; "auto" -> newest complete checkpoint or a fresh start;
+    a path -> that checkpoint (a run folder picks its newest), which must be complete."""
+    if not resume or resume == "none":
+        return None
+    if resume == "auto":
+        latest = find_latest(run_dir)
+        log.info("resume auto: %s", latest or f"no complete checkpoint in {run_dir}, fresh start")
+        return latest
+    path = Path(resume)
+    if is_complete(path):
+        return path
+    latest = find_latest(path)
+    if latest is None:
+        raise FileNotFoundError(
+            f"--resume {resume}: not a complete checkpoint (no '{MARKER}' marker) and no "
+            f"complete checkpoint below it; pass a step_* folder, a run folder, or 'auto'")
+    return latest
+
+
+# --- RNG -------------------------------------------------------------------------------------
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of every RNG this process draws from, safetensors-ready."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda_{i}"] = s
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["numpy_keys"] = torch.from_numpy(keys.astype(np.int64))
+    meta = {"numpy": json.dumps([name, int(pos), int(has_gauss), float(cached)]),
+            "python": json.dumps(random.getstate())}
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    name, pos, has_gauss, cached = json.loads(meta["numpy"])
+    keys = tensors["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state((name, keys, pos, has_gauss, cached))
+    version, internal, gauss = json.loads(meta["python"])
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _rng_path(ckpt: Path, rank: int) -> Path:
+    return ckpt / "rng" / f"rank_{rank:05d}.safetensors"
+
+
+# --- save ------------------------------------------------------------------------------------
+
+def _write_json(path: Path, data: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save(engine, run_dir: str | Path, step: int, state: dict, env, *, keep_last: int = 0,
+         keep_every: int = 0) -> Path:
+    """Write checkpoint `step` atomically. Call on EVERY rank (DeepSpeed gathers inside).
+
+    `state` (JSON-able, from rank 0) is stored as trainer_state.json with `step` added.
+    Returns the final folder.
+    """
+    root = Path(run_dir) / CKPT_SUBDIR
+    final = root / step_name(step)
+    tmp = root / f".tmp-{final.name}"
+    if env.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    distributed.barrier()
+    engine.save_checkpoint(str(tmp), tag=DS_TAG, client_state={"step": step},
+                           save_latest=False)
+    tensors, meta = rng_state()
+    _rng_path(tmp, env.rank).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(_rng_path(tmp, env.rank)), metadata=meta)
+    distributed.barrier()
+    fault_point("save", step)       # tests: die here, after the heavy files, before the marker
+    if env.is_main:
+        _publish(tmp, final, step, state, env.world_size)
+        rotate(root, keep_last=keep_last, keep_every=keep_every)
+    distributed.barrier()
+    return final
+
+
+def _publish(tmp: Path, final: Path, step: int, state: dict, world_size: int) -> None:
+    _write_json(tmp / STATE_FILE, {**state, "step": step})
+    if "config" in state:
+        with open(tmp / "config.yaml", "w") as f:
+            yaml.safe_dump(state["config"], f, sort_keys=False)
+    _write_json(tmp / MARKER, {"step": step, "world_size": world_size, "time": time.time()})
+    if final.exists():              # the same step saved again after a resume
+        _remove(final)
+    os.rename(tmp, final)
+    log.info("checkpoint %s written", final)
+
+
+def _remove(path: Path) -> None:
+    """Marker first, so a deletion cut short never leaves something that looks complete."""
+    (path / MARKER).unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def rotate(root: str | Path, keep_last: int, keep_every: int = 0) -> list[Path]:
+    """Delete all but the newest `keep_last` complete checkpoints (0 keeps all), sparing steps
+    that are multiples of `keep_every`, plus leftovers of interrupted saves. Returns deleted."""
+    root = Path(root)
+    removed = [p for p in root.glob(".tmp-step_*") if p.is_dir()]
+    done = list_complete(root)
+    if keep_last > 0:
+        for p in done[:-keep_last]:
+            step = int(_NAME.match(p.name).group(1))
+            if not (keep_every and step % keep_every == 0):
+                removed.append(p)
+    for p in removed:
+        _remove(p)
+    return removed
+
+
+# --- load ------------------------------------------------------------------------------------
+
+def read_state(ckpt: str | Path) -> dict:
+    with open(Path(ckpt) / STATE_FILE) as f:
+        return json.load(f)
+
+
+def load(engine, ckpt: str | Path, env) -> dict:
+    """Restore engine (weights, optimizer, scheduler) and this rank's RNG; return the state.
+
+    Call on every rank. A rank without a saved RNG file (the world grew) keeps its fresh seed.
+    """
+    ckpt = Path(ckpt)
+    path, _ = engine.load_checkpoint(str(ckpt), tag=DS_TAG, load_optimizer_states=True,
+                                     load_lr_scheduler_states=True)
+    if path is None:
+        raise RuntimeError(f"DeepSpeed found no checkpoint in {ckpt / DS_TAG}; the folder is "
+                           "damaged: delete it (resume auto then picks the previous one)")
+    state = read_state(ckpt)
+    if state.get("world_size", env.world_size) != env.world_size:
+        log.warning("checkpoint %s was written by %s processes, resuming on %d: the data "
+                    "stream and RNG differ from an uninterrupted run", ckpt,
+                    state.get("world_size"), env.world_size)
+    rng = _rng_path(ckpt, env.rank)
+    if rng.is_file():
+        from safetensors import safe_open
+        with safe_open(str(rng), "pt") as f:
+            meta = f.metadata()
+        set_rng_state(load_file(str(rng)), meta)
+    return state

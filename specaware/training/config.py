@@ -1,0 +1,142 @@
+"""The pretraining configuration tree (DESIGN.md section 4).
+
+Defaults here, then `configs/pretrain/*.yaml`, then `key=value` overrides, through the generic
+machinery in `specaware.config` (unknown keys and wrong types fail naming the dotted key).
+The resolved tree travels with every checkpoint and is logged to wandb.
+
+Batch arithmetic: `data.batch_size` tiles per process per micro-step; `train.grad_accum`
+micro-steps per optimizer step; global batch = batch_size * grad_accum * world_size.
+One "step" everywhere below is one optimizer step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from specaware.config import ConfigError, build, to_dict
+
+__all__ = ["PretrainConfig", "load_config", "validate", "ConfigError"]
+
+
+@dataclass
+class ModelSection:
+    name: str = "specaware_debug"          # a variant from specaware.list_models()
+    overrides: dict[str, Any] = field(default_factory=dict)  # keyword overrides of its config
+    mask_ratio: float | None = None        # None = the variant's default (0.75)
+
+
+@dataclass
+class DataSection:
+    shards: str = ""                       # shard dir with manifest.json, tar list or brace pattern
+    batch_size: int = 8                    # tiles per process per micro-step
+    num_workers: int = 2
+    shuffle_buffer: int = 256
+    views: dict[str, Any] = field(default_factory=dict)  # fields of data.stream.ViewConfig
+    max_skip_rate: float = 0.05            # fail once this fraction of samples was broken
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1.5e-4                     # peak learning rate (after warmup)
+    min_lr: float = 1.0e-6                 # floor of the cosine decay
+    warmup_steps: int = 100
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1.0e-8
+    weight_decay: float = 0.05             # biases, norms, tokens, position tables get none
+    grad_clip: float = 1.0                 # global-norm clipping; 0 = off
+
+
+@dataclass
+class DeepSpeedSection:
+    zero_stage: int = 1                    # 0..3
+    precision: Literal["fp32", "bf16"] = "fp32"
+    preset: str = ""                       # optional YAML of extra DeepSpeed keys (configs/deepspeed)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on GPU, gloo on CPU
+
+
+@dataclass
+class TrainSection:
+    steps: int = 1000                      # optimizer steps in total
+    grad_accum: int = 1                    # micro-steps per optimizer step
+    seed: int = 0
+    log_every: int = 10
+    max_nonfinite: int = 10                # consecutive non-finite micro-batches before failing
+    peak_tflops: float = 0.0               # per device, for MFU; 0 = look up the GPU, else no MFU
+
+
+@dataclass
+class CheckpointSection:
+    run_dir: str = "runs/pretrain"
+    every: int = 500                       # steps between checkpoints (the last step always saves)
+    keep_last: int = 3                     # complete checkpoints kept; 0 = keep all
+    keep_every: int = 0                    # also keep every multiple of this step forever; 0 = none
+
+
+@dataclass
+class WandbSection:
+    mode: Literal["online", "offline", "disabled"] = "disabled"
+    project: str = "specaware"
+    entity: str = ""
+    name: str = ""                         # run name; "" = the run folder's name
+    tags: list[str] = field(default_factory=list)
+    panel_every: int = 500                 # steps between image panels (also PNG in run_dir/panels)
+    panel_rgb_nm: tuple[float, float, float] = (640.0, 550.0, 460.0)  # false-colour bands, nm
+
+
+@dataclass
+class PretrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    wandb: WandbSection = field(default_factory=WandbSection)
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+def validate(cfg: PretrainConfig) -> PretrainConfig:
+    """Range checks the type system cannot express; each error names the key and the fix."""
+    _check(0 <= cfg.deepspeed.zero_stage <= 3, "deepspeed.zero_stage", "must be 0, 1, 2 or 3")
+    _check(cfg.data.batch_size >= 1, "data.batch_size", "must be >= 1")
+    _check(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _check(0.0 <= cfg.data.max_skip_rate < 1.0, "data.max_skip_rate", "must be in [0, 1)")
+    _check(cfg.train.steps >= 1, "train.steps", "must be >= 1")
+    _check(cfg.train.grad_accum >= 1, "train.grad_accum", "must be >= 1")
+    _check(cfg.train.log_every >= 1, "train.log_every", "must be >= 1")
+    _check(cfg.train.max_nonfinite >= 1, "train.max_nonfinite", "must be >= 1")
+    _check(cfg.optim.lr > 0, "optim.lr", "must be > 0")
+    _check(0 <= cfg.optim.min_lr <= cfg.optim.lr, "optim.min_lr", "must be in [0, optim.lr]")
+    _check(cfg.optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+    _check(cfg.optim.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 disables clipping)")
+    _check(all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas", "both must be in [0, 1)")
+    _check(cfg.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
+    _check(cfg.checkpoint.keep_last >= 0, "checkpoint.keep_last", "must be >= 0 (0 keeps all)")
+    _check(cfg.wandb.panel_every >= 0, "wandb.panel_every", "must be >= 0 (0 disables panels)")
+    mr = cfg.model.mask_ratio
+    _check(mr is None or 0.0 < mr < 1.0, "model.mask_ratio", "must be in (0, 1) or null")
+    _check(bool(cfg.checkpoint.run_dir), "checkpoint.run_dir", "must name a folder")
+    return cfg
+
+
+def load_config(files=(), overrides=()) -> PretrainConfig:
+    """Defaults <- YAML files in order <- `key=value` overrides, then range-checked."""
+    return validate(build(PretrainConfig, files=list(files), overrides=list(overrides)))
+
+
+def require_shards(cfg: PretrainConfig) -> None:
+    """Training needs data; say how to get some instead of failing deep inside the loader."""
+    if not cfg.data.shards:
+        raise ConfigError(
+            "config key 'data.shards' is empty: pass data.shards=DIR (a folder with "
+            "manifest.json written by `specaware shard`, or `specaware synth` for a small "
+            "synthetic set)")
+
+
+def resolved(cfg: PretrainConfig) -> dict:
+    """The JSON/YAML-able tree saved with checkpoints and logged to wandb."""
+    return to_dict(cfg)

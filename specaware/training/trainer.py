@@ -1,0 +1,299 @@
+"""The pretraining loop: steps over the streaming loader, DeepSpeed engine, checkpoints, tracking.
+
+    run(cfg, resume="auto")  # on every process a launcher started (or one plain process)
+
+One step = `train.grad_accum` micro-batches, then one optimizer step. A micro-batch whose loss is
+NaN/inf on ANY rank is skipped on every rank (ranks must agree, or ZeRO's collectives would
+hang), counted and logged; `train.max_nonfinite` consecutive skips stop the run with an error.
+
+Data-stream position: the loader is (re)started at step 0 and right after every checkpoint with
+a seed derived from (train.seed, step). A run resumed from checkpoint N therefore starts exactly
+the stream the uninterrupted run started at step N, with no need to replay N steps of data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from specaware.config import merge, save_yaml, to_dict
+from specaware.training import checkpoint, distributed
+from specaware.training.config import PretrainConfig, require_shards, resolved
+from specaware.training.ds_config import make_ds_config
+from specaware.training.faults import fault_point
+from specaware.training.optim import make_optimizer
+from specaware.training.progress import Progress
+from specaware.training.schedule import make_scheduler
+from specaware.training.tracking import Tracker, peak_tflops
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run", "NonFiniteLossError", "segment_seed", "PRESET_DIR"]
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "deepspeed"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss stayed NaN/inf for `train.max_nonfinite` consecutive micro-batches."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def segment_seed(seed: int, start_step: int) -> int:
+    """Loader seed of the data segment that starts at `start_step`."""
+    return (seed * 1_000_003 + start_step) % 2**31
+
+
+def build_model(cfg: PretrainConfig):
+    import specaware
+    return specaware.create_model(cfg.model.name, **cfg.model.overrides)
+
+
+def _views(cfg: PretrainConfig):
+    from specaware.data.stream import ViewConfig
+    if not cfg.data.views:
+        return None
+    if dataclasses.is_dataclass(ViewConfig):
+        return merge(ViewConfig(), cfg.data.views, prefix="data.views.")
+    return ViewConfig(**cfg.data.views)
+
+
+def make_data(cfg: PretrainConfig, env, start_step: int):
+    """The training stream for this rank, as of step `start_step`."""
+    from specaware.data.stream import make_loader
+    return make_loader(cfg.data.shards, mode="train", batch_size=cfg.data.batch_size,
+                       num_workers=cfg.data.num_workers, rank=env.rank,
+                       world_size=env.world_size, seed=segment_seed(cfg.train.seed, start_step),
+                       shuffle_buffer=cfg.data.shuffle_buffer, views=_views(cfg),
+                       max_skip_rate=cfg.data.max_skip_rate)
+
+
+def to_device(batch, device: torch.device, image_dtype: torch.dtype):
+    """Tensors to `device`; pixel tensors to the model's dtype (band metadata stays fp32: a
+    wavelength in nm does not survive bf16's 8-bit mantissa)."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, dict) and key == "target":
+            out[key] = to_device(value, device, image_dtype)
+        elif torch.is_tensor(value):
+            value = value.to(device, non_blocking=True)
+            out[key] = value.to(image_dtype) if key == "image" else value
+        else:
+            out[key] = value
+    return out
+
+
+@dataclasses.dataclass
+class _Window:
+    """Sums between two log lines."""
+    parts: dict = dataclasses.field(default_factory=dict)
+    micro: int = 0
+    tiles: int = 0
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def add(self, out, tiles: int) -> None:
+        self.parts["loss"] = self.parts.get("loss", 0.0) + float(out.loss.detach())
+        for k, v in out.parts.items():
+            self.parts[f"loss/{k}"] = self.parts.get(f"loss/{k}", 0.0) + float(v.detach())
+        self.micro += 1
+        self.tiles += tiles
+
+
+class Trainer:
+    """Holds the engine and bookkeeping; `fit` runs steps [start, train.steps)."""
+
+    def __init__(self, cfg: PretrainConfig, env, device, engine, scheduler, tracker,
+                 data_factory=make_data):
+        self.cfg, self.env, self.device, self.engine = cfg, env, device, engine
+        self.scheduler, self.tracker, self.data_factory = scheduler, tracker, data_factory
+        self.dtype = next(engine.module.parameters()).dtype
+        self.patch = getattr(getattr(engine.module, "encoder", None), "patch_size", 1)
+        self.samples_seen, self.nonfinite_total, self.losses = 0, 0, []
+        self._flops: float | None = None
+        self._loader = self._it = None
+
+    # -- data ---------------------------------------------------------------------------------
+    def _next_batch(self, step: int):
+        if self._it is None:
+            self._loader = self.data_factory(self.cfg, self.env, step)
+            self._it = iter(self._loader)
+        return to_device(next(self._it), self.device, self.dtype)
+
+    # -- one optimizer step -------------------------------------------------------------------
+    def _step(self, step: int, window: _Window):
+        """Run grad_accum finite micro-batches; returns the last (batch, out)."""
+        done, bad = 0, 0
+        while done < self.cfg.train.grad_accum:
+            batch = self._next_batch(step)
+            out = self.engine(batch, mask_ratio=self.cfg.model.mask_ratio)
+            if distributed.any_true(not bool(torch.isfinite(out.loss.detach())), self.device):
+                bad, self.nonfinite_total = bad + 1, self.nonfinite_total + 1
+                log.warning("step %d: non-finite loss on some rank, micro-batch skipped "
+                            "(%d in a row, %d in total)", step, bad, self.nonfinite_total)
+                if bad >= self.cfg.train.max_nonfinite:
+                    raise NonFiniteLossError(
+                        f"loss was NaN/inf in {bad} consecutive micro-batches at step {step}. "
+                        "Lower optim.lr or raise optim.warmup_steps, check the shards "
+                        "(`specaware inspect`), or raise train.max_nonfinite.")
+                continue
+            self.engine.backward(out.loss)
+            self.engine.step()
+            done += 1
+            window.add(out, batch["image"].shape[0])
+        return batch, out
+
+    # -- logging ------------------------------------------------------------------------------
+    def _flops_per_tile(self, batch) -> float | None:
+        if self._flops is None:
+            try:
+                from specaware.model.variants import model_stats
+                c, h = batch["image"].shape[1], batch["image"].shape[-1]
+                with torch.random.fork_rng(devices=[]):   # stats must not shift the RNG
+                    model = build_model(self.cfg)
+                    self._flops = float(model_stats(model, bands=c, tile=h)["flops_per_tile"])
+            except Exception as e:  # noqa: BLE001 - MFU is a nicety, never a crash
+                log.warning("no MFU: model FLOPs unavailable (%s)", e)
+                self._flops = float("nan")
+        return None if math.isnan(self._flops) else self._flops
+
+    def _metrics(self, window: _Window, batch, out) -> dict[str, float]:
+        """Collective (every rank calls it): loss parts are averaged over ranks."""
+        parts = {k: v / max(1, window.micro) for k, v in window.parts.items()}
+        metrics = distributed.mean_of(parts, self.device)
+        seconds = time.perf_counter() - window.start
+        tiles_s = window.tiles * self.env.world_size / max(seconds, 1e-9)
+        n_tokens = out.mask.shape[1]
+        metrics.update({
+            "lr": float(self.scheduler.get_last_lr()[0]),
+            "perf/tiles_per_s": tiles_s, "perf/tokens_per_s": tiles_s * n_tokens,
+            "perf/step_time_s": seconds / max(1, window.micro / self.cfg.train.grad_accum),
+            "train/samples_seen": float(self.samples_seen),
+            "train/nonfinite_skipped": float(self.nonfinite_total)})
+        norm = self.engine.get_global_grad_norm()
+        if norm is not None:
+            metrics["grad_norm"] = float(norm)
+        metrics.update({f"moe/{k}": float(v) for k, v in (out.metrics or {}).items()})
+        stats = getattr(self._loader, "stats", None)
+        if isinstance(stats, dict):
+            metrics.update({f"data/{k}": float(v) for k, v in stats.items()
+                            if isinstance(v, (int, float))})
+        return metrics
+
+    def _add_mfu(self, metrics: dict, batch) -> None:
+        peak = peak_tflops(self.cfg.train.peak_tflops, self.cfg.deepspeed.precision)
+        flops = self._flops_per_tile(batch) if peak else None
+        if peak and flops:
+            # forward + backward ~ 3x forward FLOPs; peak is per device
+            achieved = 3.0 * flops * metrics["perf/tiles_per_s"] / self.env.world_size
+            metrics["perf/mfu"] = achieved / (peak * 1e12)
+            metrics["perf/tflops_per_device"] = achieved / 1e12
+
+    # -- checkpoint ---------------------------------------------------------------------------
+    def _state(self) -> dict:
+        module = self.engine.module
+        return {"samples_seen": self.samples_seen, "world_size": self.env.world_size,
+                "data": {"segment_start": None, "seed": self.cfg.train.seed},
+                "nonfinite_skipped": self.nonfinite_total, "model": self.cfg.model.name,
+                "model_config": to_dict(module.config) if hasattr(module, "config") else {},
+                "config": resolved(self.cfg)}
+
+    def _save(self, step: int) -> None:
+        state = self._state()
+        state["data"]["segment_start"] = step
+        ck = self.cfg.checkpoint
+        checkpoint.save(self.engine, ck.run_dir, step, state, self.env,
+                        keep_last=ck.keep_last, keep_every=ck.keep_every)
+        self._loader = self._it = None     # the next data segment starts at `step`
+
+    # -- the loop -----------------------------------------------------------------------------
+    def fit(self, start: int) -> dict:
+        cfg, progress = self.cfg, Progress(self.cfg.train.steps, start)
+        window, last_saved = _Window(), start
+        for step in range(start, cfg.train.steps):
+            batch, out = self._step(step, window)
+            done = step + 1
+            self.samples_seen += batch["image"].shape[0] * cfg.train.grad_accum * self.env.world_size
+            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+                self._log(done, window, batch, out, progress)
+                window = _Window()
+            if cfg.wandb.panel_every and done % cfg.wandb.panel_every == 0:
+                self.tracker.panel(_cpu(batch), out, self.patch, done)
+            if done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
+                self._save(done)
+                last_saved = done
+            fault_point("step", done)
+        return {"step": cfg.train.steps, "losses": self.losses, "last_checkpoint": last_saved,
+                "nonfinite_skipped": self.nonfinite_total}
+
+    def _log(self, done: int, window: _Window, batch, out, progress: Progress) -> None:
+        metrics = self._metrics(window, batch, out)
+        progress.update(done)
+        if self.env.is_main:
+            self._add_mfu(metrics, batch)
+            self.losses.append((done, metrics["loss"]))
+            self.tracker.log(metrics, done)
+            progress.print(metrics)
+
+
+def _cpu(batch):
+    return {k: (_cpu(v) if isinstance(v, dict) and k == "target" else
+                v.detach().cpu() if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def _setup_engine(cfg: PretrainConfig, env, model_factory):
+    seed_everything(cfg.train.seed)                # same initial weights on every rank
+    model = (model_factory or build_model)(cfg)
+    optimizer = make_optimizer(model, cfg.optim)
+    scheduler = make_scheduler(optimizer, cfg.optim, cfg.train.steps)
+    ds_config = make_ds_config(cfg, env.world_size, preset_dir=PRESET_DIR)
+    engine, scheduler = distributed.initialize(model, optimizer, scheduler, ds_config)
+    seed_everything(cfg.train.seed + 1 + 7919 * env.rank)   # masks differ across ranks
+    return engine, scheduler, ds_config
+
+
+def run(cfg: PretrainConfig, resume: str | None = None, *, local_rank: int | None = None,
+        model_factory=None, data_factory=None) -> dict:
+    """Train per `cfg` on this process's share; returns a summary (losses on rank 0 only).
+
+    `model_factory(cfg)` and `data_factory(cfg, env, start_step)` replace the registry model and
+    the shard loader (tests, custom data); they must behave the same on every rank.
+    """
+    if data_factory is None:
+        require_shards(cfg)
+    env, device = distributed.setup(cfg.deepspeed.backend, local_rank=local_rank)
+    tracker = None
+    try:
+        engine, scheduler, ds_config = _setup_engine(cfg, env, model_factory)
+        ckpt = distributed.broadcast_object(
+            checkpoint.resolve_resume(resume, cfg.checkpoint.run_dir) if env.is_main else None)
+        start = 0
+        if ckpt is not None:
+            state = checkpoint.load(engine, ckpt, env)
+            start = int(state["step"])
+            log.info("resumed from %s at step %d", ckpt, start)
+        run_dir = Path(cfg.checkpoint.run_dir)
+        if env.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_yaml(cfg, run_dir / "config.yaml")
+        tracker = Tracker(cfg.wandb, run_dir, {**resolved(cfg), "deepspeed_dict": ds_config},
+                          env.is_main)
+        trainer = Trainer(cfg, env, device, engine, scheduler, tracker,
+                          data_factory=data_factory or make_data)
+        if ckpt is not None:
+            trainer.samples_seen = int(state.get("samples_seen", 0))
+            trainer.nonfinite_total = int(state.get("nonfinite_skipped", 0))
+        return trainer.fit(start)
+    finally:
+        if tracker is not None:
+            tracker.finish()
+        distributed.shutdown()
