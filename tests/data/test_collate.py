@@ -1,0 +1,82 @@
+"""Collation: mixed band counts are padded with the right band_mask, never truncated."""
+import numpy as np
+import pytest
+import torch
+
+from specaware.data.collate import CollateError, bucketed, collate
+
+
+def _sample(c, key, h=4, w=4, sensor="s", valid_2d=False, target_bands=None, label=None):
+    rng = np.random.default_rng(c)
+    image = rng.random((c, h, w)).astype(np.float32) + 0.1
+    valid = np.ones((h, w) if valid_2d else (c, h, w), bool)
+    valid[..., 0, 0] = False
+    s = {"image": image, "valid": valid, "wavelength": np.linspace(400, 2400, c, dtype=np.float32),
+         "fwhm": np.full(c, 10.0, np.float32), "gsd": 2.0, "sensor": sensor, "level": "L2",
+         "meta": {"key": key}}
+    if target_bands:
+        s["target"] = _sample(target_bands, key + "-t", h, w)
+        s["target"].pop("meta")
+    if label is not None:
+        s["label"] = label
+    return s
+
+
+def test_mixed_band_counts_pad_with_mask():
+    batch = collate([_sample(5, "a"), _sample(3, "b"), _sample(7, "c", valid_2d=True)])
+    assert batch["image"].shape == (3, 7, 4, 4) and batch["image"].dtype == torch.float32
+    assert batch["band_mask"].tolist() == [[True] * 5 + [False] * 2, [True] * 3 + [False] * 4,
+                                           [True] * 7]
+    assert batch["image"][1, 3:].abs().sum() == 0 and not batch["valid"][1, 3:].any()
+    assert batch["wavelength"][1, 3:].abs().sum() == 0 and batch["fwhm"][0, 5:].abs().sum() == 0
+    np.testing.assert_array_equal(batch["image"][0, :5].numpy(), _sample(5, "a")["image"])
+    # a [H, W] valid mask is broadcast over the sample's real bands only
+    assert batch["valid"][2].shape == (7, 4, 4) and not batch["valid"][2, :, 0, 0].any()
+    assert batch["valid"][2, :, 1, 1].all()
+    assert batch["gsd"].tolist() == [2.0, 2.0, 2.0] and batch["sensor"] == ["s", "s", "s"]
+    assert [m["key"] for m in batch["meta"]] == ["a", "b", "c"]
+
+
+def test_pad_bands_never_truncates():
+    assert collate([_sample(3, "a")], pad_bands=6)["image"].shape[1] == 6
+    with pytest.raises(CollateError, match="'a' has 5 bands"):
+        collate([_sample(5, "a")], pad_bands=4)
+
+
+def test_target_is_padded_on_its_own():
+    batch = collate([_sample(5, "a", target_bands=2), _sample(3, "b", target_bands=4)])
+    target = batch["target"]
+    assert target["image"].shape == (2, 4, 4, 4)
+    assert target["band_mask"].tolist() == [[True, True, False, False], [True] * 4]
+    assert batch["image"].shape == (2, 5, 4, 4)
+
+
+def test_partial_target_or_label_is_an_error_naming_the_key():
+    with pytest.raises(CollateError, match="'target'"):
+        collate([_sample(5, "a", target_bands=2), _sample(3, "lonely")])
+    with pytest.raises(CollateError, match="lonely"):
+        collate([_sample(5, "a", label=1), _sample(3, "lonely")])
+
+
+def test_labels_become_long_tensors():
+    batch = collate([_sample(2, "a", label=3), _sample(2, "b", label=1)])
+    assert batch["label"].dtype == torch.long and batch["label"].tolist() == [3, 1]
+    masks = collate([_sample(2, "a", label=np.ones((4, 4), np.uint8))])["label"]
+    assert masks.shape == (1, 4, 4) and masks.dtype == torch.long
+
+
+def test_different_tile_sizes_fail_clearly():
+    with pytest.raises(CollateError, match="crop"):
+        collate([_sample(2, "a"), _sample(2, "b", h=5)])
+
+
+def test_bucketing_groups_by_sensor_and_keeps_every_sample():
+    samples = [_sample(3, f"k{i}", sensor=["x", "y"][i % 3 == 0]) for i in range(10)]
+    groups = list(bucketed(samples, batch_size=3, by="sensor"))
+    assert all(len({s["sensor"] for s in g}) == 1 for g in groups)
+    assert sorted(s["meta"]["key"] for g in groups for s in g) == sorted(f"k{i}" for i in range(10))
+    full = [g for g in groups if len(g) == 3]
+    assert len(full) == 2 + 1  # 6 "x" -> two full batches, 4 "y" -> one full + one partial
+    by_bands = list(bucketed([_sample(2, "a"), _sample(3, "b"), _sample(2, "c")], 2, by="bands"))
+    assert [len(g) for g in by_bands] == [2, 1]
+    assert list(bucketed([_sample(2, "a")], 2, by="bands", partial=False)) == []
