@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,16 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 REFLECTANCE_SCALE = 1e-4
 DTYPES = ("float16", "int16")
 _JSON_META = ("scene", "crs", "transform", "descriptors")
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def make_key(scene: str, row: int, col: int) -> str:
+    """Sample key for the tile at pixel (row, col) of `scene`.
+
+    webdataset splits member names at the first dot, so keys keep only [A-Za-z0-9_-].
+    """
+    stem = _KEY_UNSAFE.sub("-", scene).strip("-") or "scene"
+    return f"{stem}_r{row:06d}_c{col:06d}"
 
 
 class SampleDecodeError(ValueError):

@@ -15,29 +15,20 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
+from specaware.data.codec import make_key  # noqa: F401 - part of this module's API
+
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "specaware-shards/1"
 SHARD_PATTERN = "shard-{:06d}.tar"
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 class ShardSetExistsError(FileExistsError):
     """The output folder already holds a shard set and overwrite was not asked for."""
-
-
-def make_key(scene: str, row: int, col: int) -> str:
-    """Sample key for the tile at pixel (row, col) of `scene`.
-
-    webdataset splits member names at the first dot, so keys keep only [A-Za-z0-9_-].
-    """
-    stem = _KEY_UNSAFE.sub("-", scene).strip("-") or "scene"
-    return f"{stem}_r{row:06d}_c{col:06d}"
 
 
 def existing_shard_set(out_dir: Path) -> list[Path]:
@@ -195,3 +186,129 @@ def read_manifest(shard_dir) -> dict[str, Any]:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, expected "
                          f"{MANIFEST_FORMAT!r}")
     return manifest
+
+
+# --- tiling scenes into a shard set -------------------------------------------------------
+
+def _scene_tag_descriptors(scene) -> dict[str, Any]:
+    """User descriptors from SPECAWARE_* dataset tags (SENSOR/LEVEL are settings, not
+    descriptors); numeric strings become numbers."""
+    out = {}
+    for key, value in scene.tags.items():
+        name = key[len("SPECAWARE_"):].lower()
+        if name in ("sensor", "level"):
+            continue
+        try:
+            out[name] = float(value) if "." in value or "e" in value.lower() else int(value)
+        except ValueError:
+            out[name] = value
+    return out
+
+
+def _user_descriptors(path: Path, table: dict[str, dict]) -> dict[str, Any]:
+    """Entries of a --descriptors table for this scene: "*" first, then by path, name, stem."""
+    out = dict(table.get("*", {}))
+    for key in (str(path), path.name, path.stem):
+        out.update(table.get(key, {}))
+    return out
+
+
+def plan_scenes(paths, *, options, descriptors: dict[str, dict] | None = None,
+                **scene_kwargs) -> list:
+    """Open every scene's header (no pixels) and build its SceneJob; fails before any output
+    is written if one scene's metadata cannot be resolved. scene_kwargs go to open_scene."""
+    from specaware.data.raster import open_scene
+    from specaware.data.tiling import SceneJob
+
+    jobs, seen = [], set()
+    for path in map(Path, paths):
+        scene = open_scene(path, **scene_kwargs)
+        scene_id, n = scene.name, 2
+        while scene_id in seen:  # same file name in two folders
+            scene_id, n = f"{scene.name}-{n}", n + 1
+        seen.add(scene_id)
+        user = _scene_tag_descriptors(scene) | _user_descriptors(path, descriptors or {})
+        jobs.append(SceneJob(scene, scene_id, options, user))
+    return jobs
+
+
+def _work_units(jobs):
+    from specaware.data.raster import tile_origins
+
+    units = []
+    for job in jobs:
+        tile, stride = job.options.tile, job.options.stride or job.options.tile
+        cols = tile_origins(job.scene.width, tile, stride)
+        units += [(job, row, cols) for row in tile_origins(job.scene.height, tile, stride)]
+    return units
+
+
+def _run_unit(unit):
+    from specaware.data.tiling import process_strip
+    return process_strip(*unit)
+
+
+def _scene_report(job) -> dict[str, Any]:
+    s = job.scene
+    return {"scene": job.scene_id, "path": str(s.path), "sensor": s.sensor, "level": s.level,
+            "bands": s.num_bands, "wavelength_source": s.wavelength_source, "gsd": s.gsd,
+            "crs": s.crs, "width": s.width, "height": s.height, "descriptors": job.descriptors,
+            "tiles_seen": 0, "tiles_kept": 0, "dropped_invalid": 0,
+            "too_small": s.width < job.options.tile or s.height < job.options.tile}
+
+
+def shard_scenes(paths, out_dir, *, options=None, shard_size: int = 256, workers: int = 0,
+                 overwrite: bool = False, descriptors: dict[str, dict] | None = None,
+                 progress: bool = True, **scene_kwargs) -> dict[str, Any]:
+    """Tile scenes into webdataset shards + manifest.json in `out_dir`; returns the manifest.
+
+    options: TilingOptions (tile, stride, max_invalid, dtype, min_value, cap);
+    workers: processes that read and encode strips (0 = in this process); output is identical
+    for any worker count. scene_kwargs: sensor, level, gsd, scale, offset (see open_scene).
+    """
+    from specaware.data.tiling import TilingOptions
+
+    options = options or TilingOptions()
+    jobs = plan_scenes(paths, options=options, descriptors=descriptors, **scene_kwargs)
+    reports = {job.scene_id: _scene_report(job) for job in jobs}
+    info = {"tile": options.tile, "stride": options.stride or options.tile,
+            "dtype": options.dtype, "max_invalid": options.max_invalid}
+    units = _work_units(jobs)
+    with ShardWriter(out_dir, shard_size=shard_size, overwrite=overwrite, info=info) as writer:
+        for results in _map_units(units, workers, progress):
+            for result in results:
+                report = reports[result.row["scene"]]
+                report["tiles_seen"] += 1
+                if result.key is None:
+                    report["dropped_invalid"] += 1
+                else:
+                    report["tiles_kept"] += 1
+                    writer.add(result.key, result.members, result.row)
+        writer.info["report"] = _summary(list(reports.values()))
+    return writer.manifest
+
+
+def _map_units(units, workers: int, progress: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(units), unit="strip", desc="shard", disable=not progress)
+    if workers <= 0:
+        for unit in units:
+            yield _run_unit(unit)
+            bar.update()
+    else:
+        import multiprocessing as mp
+        # spawn: GDAL handles must not be shared with forked children.
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for results in pool.imap(_run_unit, units):
+                yield results
+                bar.update()
+    bar.close()
+
+
+def _summary(scenes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"tiles_seen": sum(s["tiles_seen"] for s in scenes),
+            "tiles_kept": sum(s["tiles_kept"] for s in scenes),
+            "dropped_invalid": sum(s["dropped_invalid"] for s in scenes),
+            "scenes_too_small": [s["scene"] for s in scenes if s["too_small"]],
+            "scenes": scenes}

@@ -6,6 +6,8 @@
     W = srf_matrix(avng.wavelength, avng.fwhm, s2.wavelength, s2.fwhm, s2.responses)  # [13, 425]
 """
 from specaware.sensors.catalogue import (
+    DEFAULT_ABSORPTION_RANGES,
+    DEFAULT_VALUE_CAPS,
     Sensor,
     UnknownSensorError,
     absorption_mask,
@@ -14,5 +16,5 @@ from specaware.sensors.catalogue import (
 )
 from specaware.sensors.srf import gaussian_response, srf_matrix
 
-__all__ = ["Sensor", "UnknownSensorError", "absorption_mask", "get_sensor", "list_sensors",
+__all__ = ["DEFAULT_ABSORPTION_RANGES", "DEFAULT_VALUE_CAPS", "Sensor", "UnknownSensorError", "absorption_mask", "get_sensor", "list_sensors",
            "srf_matrix", "gaussian_response"]

@@ -15,6 +15,11 @@ from pathlib import Path
 import numpy as np
 
 DATA_DIR = Path(__file__).with_name("data")
+# Water-vapour absorption windows (nm) for files of unknown sensors; catalogue files carry their
+# own copy. The last window stands for "> 2450 nm" within the solar-reflective range.
+DEFAULT_ABSORPTION_RANGES = [(1340.0, 1460.0), (1790.0, 1960.0), (2450.0, 2600.0)]
+# Default upper valid value per level when the sensor is unknown (reflectance at L2).
+DEFAULT_VALUE_CAPS = {"L2": 1.5}
 REQUIRED_KEYS = ("name", "wavelength", "fwhm", "gsd", "levels", "absorption_ranges",
                  "value_caps")
 
