@@ -42,8 +42,8 @@ def _per_sample(value, b: int, c: int | None, key: str, device) -> Tensor:
     """Tensor/list/scalar -> float [b, c] (or [b] when c is None), broadcasting shared values."""
     t = torch.as_tensor(value, dtype=torch.float32, device=device)
     want = (b,) if c is None else (b, c)
-    if t.ndim < len(want):           # one value shared by the batch (e.g. a scalar gsd)
-        t = t.expand(want)
+    if t.ndim < len(want) and t.shape == want[len(want) - t.ndim:]:
+        t = t.expand(want)           # one value shared by the batch (e.g. a scalar gsd)
     if tuple(t.shape) != want:
         raise ValueError(f"batch['{key}'] has shape {tuple(t.shape)}, expected {want} "
                          f"(one value per {'sample' if c is None else 'sample and band'})")
