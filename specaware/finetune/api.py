@@ -66,7 +66,7 @@ def load_pretrained(path: str | Path, allow_missing: Iterable[str] = (),
     model = build_model(None if variant else meta.get("model_config"), variant or meta.get("model"))
     encoder = model.encoder
     wanted = encoder.state_dict()
-    given = _encoder_part(state)
+    given = _match_scalars(_encoder_part(state), wanted)
     _check_keys(path, wanted, given, tuple(allow_missing))
     encoder.load_state_dict(given, strict=False)
     encoder.to(map_location)
@@ -112,14 +112,26 @@ def _read_meta(json_path: Path) -> dict[str, Any]:
 
 
 def _read_deepspeed(path: Path, map_location) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Consolidated fp32 weights of a checkpoint folder (a run folder picks its newest complete
+    checkpoint). DeepSpeed files are pickles of our own trainer: point this only at folders you
+    produced; share the `.safetensors` export with others."""
     try:
+        from specaware.training import checkpoint as ckpt
         from specaware.training.export import consolidate
     except ImportError as e:
         raise CheckpointError(f"{path} is a folder, read as a DeepSpeed checkpoint, but "
-                              f"specaware.training.export.consolidate is unavailable ({e})") from e
-    state, meta = consolidate(path)
-    state = {k: v.to(map_location) for k, v in state.items()}
-    return state, dict(meta or {})
+                              f"specaware.training is unavailable ({e})") from e
+    try:
+        path = Path(ckpt.resolve_resume(str(path), path))
+        info = ckpt.read_state(path)
+    except (FileNotFoundError, OSError) as e:
+        raise CheckpointError(f"{path}: not a checkpoint folder written by `specaware pretrain` "
+                              f"({e})") from e
+    result = consolidate(path)
+    state, meta = result if isinstance(result, tuple) else (result, {})
+    meta = {"model": info.get("model"), "model_config": info.get("model_config"),
+            "step": info.get("step"), **(meta or {})}
+    return {k: v.to(map_location) for k, v in state.items()}, meta
 
 
 def _encoder_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -130,6 +142,16 @@ def _encoder_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def _match_scalars(given: dict, wanted: dict) -> dict:
+    """Training promotes 0-dim parameters to [1] for DeepSpeed; give them the model's shape."""
+    out = dict(given)
+    for k, ref in wanted.items():
+        got = out.get(k)
+        if got is not None and got.shape != ref.shape and got.numel() == ref.numel() == 1:
+            out[k] = got.reshape(ref.shape)
+    return out
+
+
 def _allowed(key: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(key, p) or fnmatch.fnmatchcase(ENCODER_PREFIX + key, p)
                for p in patterns)
@@ -138,7 +160,7 @@ def _allowed(key: str, patterns: tuple[str, ...]) -> bool:
 def _check_keys(path: Path, wanted: dict, given: dict, allow: tuple[str, ...]) -> None:
     missing = sorted(k for k in wanted if k not in given and not _allowed(k, allow))
     unexpected = sorted(k for k in given if k not in wanted)
-    shapes = sorted(f"{k}: file {tuple(given[k].shape)} vs model {tuple(wanted[k].shape)}"
+    shapes = sorted(f"{ENCODER_PREFIX}{k}: file {tuple(given[k].shape)} vs model {tuple(wanted[k].shape)}"
                     for k in wanted if k in given and given[k].shape != wanted[k].shape)
     if not (missing or unexpected or shapes):
         return
@@ -146,7 +168,7 @@ def _check_keys(path: Path, wanted: dict, given: dict, allow: tuple[str, ...]) -
     for title, keys in (("missing", missing), ("unexpected", unexpected),
                         ("shape mismatch", shapes)):
         if keys:
-            shown = ", ".join(ENCODER_PREFIX + k if title != "shape mismatch" else k
+            shown = ", ".join(k if title == "shape mismatch" else ENCODER_PREFIX + k
                               for k in keys[:_SHOWN])
             more = f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
             parts.append(f"{title} ({len(keys)}): {shown}{more}")

@@ -172,7 +172,7 @@ def _scene(bench: Benchmark, arrays: dict, cube: np.ndarray, path, wavelength, f
     wl, fw, approx = _band_table(bench, arrays, image.shape[0], path, wavelength, fwhm)
     image, how = normalize(image, norm, str(path))
     return HSIScene(image, wl, fw, bench.gsd, bench.sensor, "L2", name, approx,
-                    {"source": str(path), **how})
+                    {"source": str(path), "normalization": how})
 
 
 def _labels(bench: Benchmark, gt: np.ndarray, path, num_classes: int | None):

@@ -3,9 +3,11 @@ so each benchmark names its sensor and, where the public description gives only 
 band count, an evenly spaced grid marked approximate. A wavelength vector stored in the file or
 given by the user always wins over these tables.
 
-- AVIRIS-Classic: 224 bands ~400-2500 nm, ~10 nm FWHM (from the sensor catalogue when present);
-  Indian Pines "corrected" drops bands 104-108, 150-163 and 220 (1-based) -> 200 bands;
-  Salinas "corrected" drops 108-112, 154-167 and 224 -> 204 bands.
+- AVIRIS-Classic: 224 bands ~400-2500 nm, ~10 nm FWHM (from the sensor catalogue when present).
+  Salinas "corrected" drops bands 108-112, 154-167 and 224 (1-based) of the 224 -> 204 bands.
+  Indian Pines was released with 220 bands (which 4 AVIRIS channels are absent is not
+  documented), and "corrected" drops 104-108, 150-163 and 220 of those -> 200 bands; we number
+  the 220 on an even 400-2500 nm grid. Approximate.
 - ROSIS (Pavia University 103 bands, Pavia Centre 102 bands): 430-860 nm, ~4 nm. Approximate.
 - ITRES CASI-1500 (Houston 2013): 144 bands 380-1050 nm. Approximate.
 - Headwall Nano-Hyperspec (WHU-Hi): 270 (LongKou, HongHu) / 274 (HanChuan) bands 400-1000 nm.
@@ -43,8 +45,8 @@ def aviris_classic() -> tuple[np.ndarray, np.ndarray, bool]:
     return wl, fwhm, True
 
 
-def _drop_bands(one_based: list[tuple[int, int]]) -> np.ndarray:
-    keep = np.ones(224, bool)
+def _drop_bands(one_based: list[tuple[int, int]], total: int = 224) -> np.ndarray:
+    keep = np.ones(total, bool)
     for lo, hi in one_based:
         keep[lo - 1:hi] = False
     return keep
@@ -60,12 +62,19 @@ def aviris_subset(dropped: list[tuple[int, int]]):
     return wl[keep], fwhm[keep], approx
 
 
+def indian_pines() -> tuple[np.ndarray, np.ndarray, bool]:
+    """200 bands: the 220-band release on a 400-2500 nm grid minus its water bands."""
+    wl, fwhm = grid(400.0, 2500.0, 220, fwhm=10.0)
+    keep = _drop_bands(INDIAN_PINES_DROPPED, total=220)
+    return wl[keep], fwhm[keep], True
+
+
 def table(kind: str, bands: int) -> tuple[np.ndarray, np.ndarray, bool]:
     """(wavelength [C], fwhm [C], approximate) for a benchmark's sensor table `kind`."""
     if kind == "aviris":
         return aviris_classic()
     if kind == "indian_pines":
-        return aviris_subset(INDIAN_PINES_DROPPED)
+        return indian_pines()
     if kind == "salinas":
         return aviris_subset(SALINAS_DROPPED)
     if kind == "rosis":

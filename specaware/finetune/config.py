@@ -1,0 +1,95 @@
+"""FinetuneConfig: the typed config tree of `specaware finetune` (DESIGN.md section 4 rules:
+defaults here, YAML files in configs/finetune/ override, `key=value` last, unknown keys fail)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+Task = Literal["classification", "segmentation", "change"]
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled data comes from.
+
+    kind=mat: `benchmark` + `image` (+ `gt`; change: `image2` for t2) .mat files;
+    kind=geotiff: `images` + `masks` GeoTIFF lists (change: `images2` for t2);
+    kind=tiles: `root` folder of `<class>/<tile>.tif`; kind=shards: labelled webdataset shards
+    (`train_shards`, `val_shards`, `test_shards`).
+    """
+    kind: Literal["mat", "geotiff", "tiles", "shards"] = "mat"
+    benchmark: str = ""
+    image: str = ""
+    image2: str = ""
+    gt: str = ""
+    keys: dict = field(default_factory=dict)       # .mat key overrides: image/gt/t1/t2
+    images: list[str] = field(default_factory=list)
+    images2: list[str] = field(default_factory=list)
+    masks: list[str] = field(default_factory=list)
+    root: str = ""
+    train_shards: str = ""
+    val_shards: str = ""
+    test_shards: str = ""
+    wavelength: str = ""          # file of band centres (nm or um; optional FWHM column)
+    wavelength2: str = ""         # the same for t2
+    sensor: str = ""              # catalogue name when a GeoTIFF carries no wavelengths
+    sensor2: str = ""
+    normalize: Literal["auto", "none", "minmax", "standard"] = "auto"
+    zero_is_unlabelled: bool = True   # GeoTIFF masks: 0 = unlabelled, classes 1..K
+    ignore_value: int = 255           # GeoTIFF mask value that means unlabelled
+    num_classes: int = 0              # 0 = infer from the data
+
+
+@dataclass
+class ProtocolConfig:
+    """Split rules: `per_class` labelled pixels per class, or `fraction` of them (or of tiles)."""
+    per_class: Optional[int] = 30
+    fraction: Optional[float] = None
+    val_per_class: Optional[int] = None
+    val_fraction: Optional[float] = None
+    test_fraction: float = 0.2        # tiles/GeoTIFF: share of tiles held out for test
+    seeds: list[int] = field(default_factory=lambda: [0])
+    patch: int = 8                    # pixel-patch size for pixel-wise classification
+    tile: int = 32                    # tile size for dense heads (segmentation, change)
+    stride: int = 0                   # 0 = tile (no overlap)
+
+
+@dataclass
+class ModelConfig:
+    init: Literal["pretrained", "random", "both"] = "pretrained"
+    checkpoint: str = ""              # export (.safetensors + .json) or DeepSpeed folder
+    variant: str = "specaware_debug"  # architecture when no checkpoint is given
+    allow_missing: list[str] = field(default_factory=list)
+    head: Literal["linear", "mlp"] = "linear"
+    pool: Literal["mean", "center"] = "center"
+    freeze: Literal["frozen", "partial", "full"] = "full"
+    trainable_blocks: int = 1
+    indices: list[int] = field(default_factory=list)   # empty = 4 evenly spaced blocks
+    decoder_width: int = 64
+    fusion: Literal["diff", "concat", "both"] = "diff"
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3                  # head
+    encoder_lr: float = 1e-4          # encoder blocks that train (partial/full)
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    grad_clip: float = 1.0
+    patience: int = 8                 # epochs without validation gain before stopping
+    max_steps_per_epoch: int = 0      # 0 = whole training set
+    num_workers: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    task: Task = "classification"
+    out: str = "runs/finetune"
+    device: str = "auto"              # auto = cuda when available
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)

@@ -1,0 +1,237 @@
+"""One fine-tuning experiment from a FinetuneConfig: data -> encoder (pretrained or random) ->
+head -> fit with early stopping -> test metrics, confusion matrix CSV/PNG, best checkpoint;
+repeated over seeds and over both inits when `model.init=both`, with a result table.
+
+Outputs under `out/<init>/seed<k>/`: best.safetensors + best.json, confusion.csv,
+confusion.png, metrics.json; `out/results.json` and the printed table summarise everything.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from specaware.config import to_dict
+from specaware.finetune import api
+from specaware.finetune.checkpoint import build_head, model_meta, save_finetuned
+from specaware.finetune.config import FinetuneConfig
+from specaware.finetune.datasets.collate import collate
+from specaware.finetune.metrics import format_mean_std, save_confusion_csv, summarize
+from specaware.finetune.train import evaluate, fit
+
+log = logging.getLogger(__name__)
+TABLE_METRICS = {"classification": ("oa", "aa", "kappa"),
+                 "segmentation": ("miou", "oa", "mean_f1"),
+                 "change": ("f1", "iou", "kappa", "oa")}
+
+
+@dataclass
+class Prepared:
+    train: object
+    val: object
+    test: object
+    num_classes: int
+    class_names: list[str]
+    data_meta: dict = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _loaders(cfg: FinetuneConfig, seed: int, train, val, test) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    kw = {"batch_size": cfg.optim.batch_size, "collate_fn": collate,
+          "num_workers": cfg.optim.num_workers}
+    return (DataLoader(train, shuffle=True, generator=g, **kw), DataLoader(val, **kw),
+            DataLoader(test, **kw))
+
+
+def _split_sizes(cfg: FinetuneConfig) -> tuple[float, float]:
+    p = cfg.protocol
+    return (p.val_fraction if p.val_fraction is not None else 0.2), p.test_fraction
+
+
+def _pixel_or_tiles(cfg: FinetuneConfig, seed: int, scene) -> Prepared:
+    """A whole labelled/two-date scene in memory: pixel patches, or tiles keeping split pixels."""
+    from specaware.finetune.datasets import protocol as pr
+    p = cfg.protocol
+    split = pr.split_pixels(scene.labels, seed, p.per_class, p.fraction, p.val_per_class,
+                            p.val_fraction)
+    log.info("split (seed %d): %s", seed, split.counts())
+    if cfg.task == "classification":
+        sets = [pr.PixelPatches(scene, c, p.patch) for c in (split.train, split.val, split.test)]
+        base = scene.scene
+    else:
+        sets = [pr.SceneTiles(scene, pr.keep_only(scene.labels, c), p.tile, p.stride or None)
+                for c in (split.train, split.val, split.test)]
+        base = scene.t1 if cfg.task == "change" else scene.scene
+    meta = {"patch": p.patch, "tile": p.tile, "normalization": base.meta.get("normalization"),
+            "sensor": base.sensor, "split": split.counts()}
+    if cfg.task == "change":
+        meta["normalization_t2"] = scene.t2.meta.get("normalization")
+    return Prepared(*_loaders(cfg, seed, *sets), scene.num_classes, scene.class_names, meta)
+
+
+def _prepare_mat(cfg: FinetuneConfig, seed: int) -> Prepared:
+    from specaware.finetune.datasets.mat import load_benchmark, load_change_benchmark
+    d = cfg.data
+    wl, wl2 = d.wavelength or None, d.wavelength2 or None
+    if cfg.task == "change":
+        scene = load_change_benchmark(d.benchmark, d.image, d.image2 or None, d.gt or None,
+                                      keys=d.keys, wavelength=wl, wavelength_t2=wl2,
+                                      num_classes=d.num_classes or None, normalize=d.normalize)
+    else:
+        scene = load_benchmark(d.benchmark, d.image, d.gt or None, image_key=d.keys.get("image"),
+                               gt_key=d.keys.get("gt"), wavelength=wl, normalize=d.normalize)
+    return _pixel_or_tiles(cfg, seed, scene)
+
+
+def _tile_split(cfg: FinetuneConfig, seed: int, dataset, labels=None) -> Prepared:
+    from specaware.finetune.datasets.tiles import stratified_split
+    val_f, test_f = _split_sizes(cfg)
+    labels = np.zeros(len(dataset), np.int64) if labels is None else labels
+    idx = stratified_split(labels, seed, val_f, test_f)
+    if min(len(i) for i in idx) == 0:
+        raise ValueError(f"{len(dataset)} tiles are too few for val/test fractions "
+                         f"{val_f}/{test_f}: add data or use smaller tiles (protocol.tile)")
+    sets = [Subset(dataset, i.tolist()) for i in idx]
+    return Prepared(*_loaders(cfg, seed, *sets), 0, [], {"tile": cfg.protocol.tile})
+
+
+def _prepare_geotiff(cfg: FinetuneConfig, seed: int) -> Prepared:
+    from specaware.finetune.datasets.geotiff import GeoTiffTiles, read_labelled_scene
+    d = cfg.data
+    if not d.images or not d.masks:
+        raise ValueError("data.kind=geotiff needs data.images=[...] and data.masks=[...]")
+    if cfg.task == "classification":
+        scene = read_labelled_scene(d.images[0], d.masks[0], d.sensor, d.wavelength, d.normalize,
+                                    d.zero_is_unlabelled, d.ignore_value, d.num_classes)
+        return _pixel_or_tiles(cfg, seed, scene)
+    tiles = GeoTiffTiles(d.images, d.masks, cfg.protocol.tile, cfg.protocol.stride,
+                         d.images2 if cfg.task == "change" else None, d.sensor, d.sensor2,
+                         d.wavelength, d.wavelength2, d.normalize, d.zero_is_unlabelled,
+                         d.ignore_value)
+    prepared = _tile_split(cfg, seed, tiles)
+    k = d.num_classes or _max_label(tiles) + 1
+    if cfg.task == "change":
+        k = max(k, 2)
+    names = ["no change"] + [f"change_{i}" for i in range(1, k)] if cfg.task == "change" else \
+        [f"class_{i + 1}" for i in range(k)]
+    prepared.data_meta["normalization"] = tiles.infos[0].normalization
+    if tiles.infos2:
+        prepared.data_meta["normalization_t2"] = tiles.infos2[0].normalization
+    return replace(prepared, num_classes=k, class_names=names)
+
+
+def _max_label(tiles) -> int:
+    return max(int(tiles._labels(i, r, c).max()) for i, r, c in tiles.items)
+
+
+def _prepare_tiles(cfg: FinetuneConfig, seed: int) -> Prepared:
+    from specaware.finetune.datasets.tiles import TileFolder
+    if cfg.task != "classification":
+        raise ValueError("data.kind=tiles holds one label per tile: use task=classification")
+    d = cfg.data
+    folder = TileFolder(d.root, d.sensor, d.wavelength, d.normalize)
+    prepared = _tile_split(cfg, seed, folder, folder.labels)
+    prepared.data_meta["normalization"] = folder.infos[0].normalization
+    return replace(prepared, num_classes=len(folder.class_names), class_names=folder.class_names)
+
+
+def _prepare_shards(cfg: FinetuneConfig, seed: int) -> Prepared:
+    from specaware.finetune.datasets.tiles import LabelledShards
+    d = cfg.data
+    if not (d.train_shards and d.val_shards and d.num_classes):
+        raise ValueError("data.kind=shards needs data.train_shards, data.val_shards and "
+                         "data.num_classes")
+    make = lambda src, mode: LabelledShards(src, cfg.optim.batch_size, mode, seed,  # noqa: E731
+                                            cfg.optim.num_workers)
+    test = make(d.test_shards, "eval") if d.test_shards else make(d.val_shards, "eval")
+    names = [f"class_{i}" for i in range(d.num_classes)]
+    return Prepared(make(d.train_shards, "eval"), make(d.val_shards, "eval"), test,
+                    d.num_classes, names, {})
+
+
+PREPARE = {"mat": _prepare_mat, "geotiff": _prepare_geotiff, "tiles": _prepare_tiles,
+           "shards": _prepare_shards}
+
+
+def make_encoder(cfg: FinetuneConfig, init: str) -> torch.nn.Module:
+    """Pretrained weights from `model.checkpoint`, or the same architecture freshly initialised."""
+    m = cfg.model
+    if init == "pretrained":
+        if not m.checkpoint:
+            raise ValueError("model.init=pretrained needs model.checkpoint=PATH (an export or a "
+                             "DeepSpeed folder); use model.init=random for a from-scratch run")
+        return api.load_pretrained(m.checkpoint, allow_missing=tuple(m.allow_missing))
+    if m.checkpoint:  # random baseline: same architecture as the checkpoint, no weights
+        _, meta = api._read_checkpoint(Path(m.checkpoint), "cpu")
+        return api.build_encoder(meta.get("model_config"), meta.get("model") or m.variant)
+    return api.build_encoder(None, m.variant)
+
+
+def _device(cfg: FinetuneConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def run_once(cfg: FinetuneConfig, init: str, seed: int) -> dict:
+    """Train and test one (init, seed); returns the test metrics."""
+    from specaware.finetune.plots import save_confusion_png
+    out = Path(cfg.out) / init / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    data = PREPARE[cfg.data.kind](cfg, seed)
+    encoder = make_encoder(cfg, init)
+    model = build_head(cfg.task, encoder, data.num_classes, cfg.model)
+    meta = model_meta(cfg.task, data.num_classes, data.class_names, cfg.model, encoder,
+                      data.data_meta)
+    meta["finetune_config"] = to_dict(cfg)
+
+    def on_best(m, epoch, val):
+        save_finetuned(m, out / "best", {**meta, "epoch": epoch, "val_metrics": val})
+
+    device = _device(cfg)
+    result = fit(model, data.train, data.val, cfg.task, data.num_classes, cfg.optim, device,
+                 cfg.progress, on_best)
+    cm, metrics = evaluate(model, data.test, cfg.task, data.num_classes, device)
+    save_confusion_csv(cm, out / "confusion.csv", data.class_names)
+    save_confusion_png(cm, out / "confusion.png", data.class_names, f"{cfg.task} ({init})")
+    record = {"init": init, "seed": seed, "best_epoch": result.best_epoch,
+              "stopped_early": result.stopped_early, **metrics, "history": result.history}
+    (out / "metrics.json").write_text(json.dumps(record, indent=2, default=float))
+    return metrics
+
+
+def run(cfg: FinetuneConfig) -> dict[str, dict[str, tuple[float, float]]]:
+    """All seeds for each init; returns {init: {metric: (mean, std)}} and writes results.json."""
+    inits = ["pretrained", "random"] if cfg.model.init == "both" else [cfg.model.init]
+    summary = {}
+    for init in inits:
+        runs = [run_once(cfg, init, seed) for seed in cfg.protocol.seeds]
+        summary[init] = summarize(runs)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out) / "results.json").write_text(json.dumps(
+        {"task": cfg.task, "seeds": list(cfg.protocol.seeds), "results": summary}, indent=2))
+    return summary
+
+
+def result_table(task: str, summary: dict) -> str:
+    """Rows (task, metric, pretrained, random) as mean ± std in percent (kappa too)."""
+    inits = [i for i in ("pretrained", "random") if i in summary]
+    header = ["task", "metric", *inits]
+    rows = [[task, k, *[format_mean_std(*summary[i][k]) for i in inits]]
+            for k in TABLE_METRICS[task] if all(k in summary[i] for i in inits)]
+    widths = [max(len(str(r[j])) for r in [header, *rows]) for j in range(len(header))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])

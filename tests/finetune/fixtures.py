@@ -1,0 +1,145 @@
+"""Small generated data laid out like the public files: .mat benchmarks (scipy.io.savemat, the
+public key names, [H, W, C] cubes, 0 = unlabelled), GeoTIFFs with wavelength tags, change pairs.
+
+Classes differ by where their reflectance peaks, so a model that reads spectra separates them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+from scipy.io import savemat
+
+
+def class_spectra(wavelength: np.ndarray, k: int) -> np.ndarray:
+    """[k, C] reflectance: a Gaussian bump per class at evenly spread centres."""
+    lo, hi = float(wavelength.min()), float(wavelength.max())
+    centres = np.linspace(lo + 0.15 * (hi - lo), hi - 0.15 * (hi - lo), k)
+    width = 0.12 * (hi - lo)
+    return 0.15 + 0.5 * np.exp(-((wavelength[None] - centres[:, None]) / width) ** 2)
+
+
+def class_layout(h: int, w: int, k: int, seed: int = 0) -> np.ndarray:
+    """[H, W] classes 0..k-1 in 4x4 blocks, random per block, so every class appears often."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, k, size=(-(-h // 4), -(-w // 4)))
+    return np.kron(blocks, np.ones((4, 4), np.int64))[:h, :w]
+
+
+def cube_from_layout(layout: np.ndarray, wavelength: np.ndarray, k: int, seed: int = 0,
+                     noise: float = 0.02) -> np.ndarray:
+    """[H, W, C] float reflectance for a class layout."""
+    rng = np.random.default_rng(seed + 1)
+    spectra = class_spectra(wavelength, k)
+    return spectra[layout] + rng.normal(0, noise, (*layout.shape, len(wavelength)))
+
+
+def write_indian_pines(folder: Path, h: int = 24, w: int = 24, k: int = 4,
+                       seed: int = 0) -> tuple[Path, Path]:
+    """Indian_pines_corrected.mat (uint16 x10000, [H, W, 200]) + Indian_pines_gt.mat (0 = none)."""
+    from specaware.finetune.datasets.wavelengths import indian_pines
+    wl = indian_pines()[0]
+    layout = class_layout(h, w, k, seed)
+    cube = np.clip(cube_from_layout(layout, wl, k, seed) * 10000, 0, 65535).astype(np.uint16)
+    gt = (layout + 1).astype(np.uint8)
+    gt[:, :2] = 0  # an unlabelled strip, as in the public ground truth
+    image, labels = folder / "Indian_pines_corrected.mat", folder / "Indian_pines_gt.mat"
+    savemat(image, {"indian_pines_corrected": cube})
+    savemat(labels, {"indian_pines_gt": gt})
+    return image, labels
+
+
+def change_pair(h: int, w: int, wl1: np.ndarray, wl2: np.ndarray, seed: int = 0):
+    """Two dates of one layout; squares of the second date switch class -> (cube1, cube2, mask)."""
+    rng = np.random.default_rng(seed)
+    before = class_layout(h, w, 3, seed)
+    after = before.copy()
+    mask = np.zeros((h, w), np.int64)
+    for _ in range(max(2, h * w // 120)):
+        r, c = rng.integers(0, h - 6), rng.integers(0, w - 6)
+        after[r:r + 6, c:c + 6] = (before[r:r + 6, c:c + 6] + 1) % 3
+        mask[r:r + 6, c:c + 6] = 1
+    return (cube_from_layout(before, wl1, 3, seed), cube_from_layout(after, wl2, 3, seed + 7),
+            mask)
+
+
+def write_bay_area(folder: Path, h: int = 32, w: int = 32, seed: int = 0):
+    """Bay_Area_2013.mat / Bay_Area_2015.mat ('HypeRvieW', [H, W, 224]) + gt (0 none, 1 change,
+    2 no change)."""
+    from specaware.finetune.datasets.wavelengths import aviris_classic
+    wl = aviris_classic()[0]
+    c1, c2, mask = change_pair(h, w, wl, wl, seed)
+    gt = np.where(mask == 1, 1, 2).astype(np.uint8)
+    gt[:3] = 0
+    paths = [folder / n for n in ("Bay_Area_2013.mat", "Bay_Area_2015.mat", "bayArea_gtChanges2.mat")]
+    for p, arr in zip(paths, ((c1 * 1000).astype(np.int16), (c2 * 1000).astype(np.int16), gt)):
+        savemat(p, {"HypeRvieW": arr})
+    return paths
+
+
+def write_geotiff(path: Path, image: np.ndarray, wavelength: np.ndarray | None,
+                  crs: str = "EPSG:32611", origin=(500000.0, 4200000.0), gsd: float = 30.0,
+                  nodata=None) -> Path:
+    """[C, H, W] float32 GeoTIFF; per-band `wavelength` tags in nm when given."""
+    c, h, w = image.shape
+    profile = {"driver": "GTiff", "height": h, "width": w, "count": c, "dtype": image.dtype.name,
+               "crs": crs, "transform": from_origin(*origin, gsd, gsd), "nodata": nodata}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(image)
+        if wavelength is not None:
+            for i, v in enumerate(wavelength, start=1):
+                ds.update_tags(i, wavelength=f"{v:.2f}", fwhm="10.0")
+    return path
+
+
+def write_mask(path: Path, mask: np.ndarray, crs: str = "EPSG:32611",
+               origin=(500000.0, 4200000.0), gsd: float = 30.0) -> Path:
+    profile = {"driver": "GTiff", "height": mask.shape[0], "width": mask.shape[1], "count": 1,
+               "dtype": "uint8", "crs": crs, "transform": from_origin(*origin, gsd, gsd)}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(mask.astype(np.uint8)[None])
+    return path
+
+
+def write_segmentation_pair(folder: Path, h: int = 48, w: int = 48, bands: int = 12, k: int = 3,
+                            seed: int = 0) -> tuple[Path, Path]:
+    """image.tif (bands 450..2400 nm tagged) + mask.tif (0 = unlabelled, 1..k)."""
+    wl = np.linspace(450, 2400, bands)
+    layout = class_layout(h, w, k, seed)
+    cube = cube_from_layout(layout, wl, k, seed).astype(np.float32)
+    image = write_geotiff(folder / "image.tif", np.moveaxis(cube, -1, 0).copy(), wl)
+    return image, write_mask(folder / "mask.tif", layout + 1)
+
+
+def write_export(folder: Path, seed: int = 0, stem: str = "export"):
+    """An export as `specaware export` writes it: STEM.safetensors (whole MAE) + STEM.json.
+    Returns (path, model) so tests can compare against the model that was saved."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from specaware.config import to_dict
+    from specaware.finetune import api
+    torch.manual_seed(seed)
+    model = api.build_model(None, "specaware_debug")
+    path = folder / f"{stem}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    meta = {"format": "specaware-export/1", "model": "specaware_debug",
+            "model_config": to_dict(model.config), "step": 7, "train_config": {}}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    return path, model
+
+
+def sample(c: int = 10, h: int = 8, w: int = 8, lo: float = 450, hi: float = 2400, seed: int = 0,
+           label=None) -> dict:
+    """One random sample dict of the data contract."""
+    rng = np.random.default_rng(seed)
+    out = {"image": rng.random((c, h, w), dtype=np.float32),
+           "wavelength": np.linspace(lo, hi, c).astype(np.float32),
+           "fwhm": np.full(c, 10.0, np.float32), "gsd": 30.0, "sensor": "unknown", "level": "L2"}
+    if label is not None:
+        out["label"] = label
+    return out

@@ -1,0 +1,109 @@
+"""load_pretrained: exported weights come back exactly; mismatches fail listing the keys."""
+import json
+
+import pytest
+import torch
+from fixtures import sample, write_export
+from safetensors.torch import load_file, save_file
+
+from specaware.finetune import api
+from specaware.finetune.api import CheckpointError, load_pretrained
+from specaware.finetune.datasets.collate import collate
+
+
+def _batch():
+    return collate([sample(seed=1), sample(c=6, seed=2)])
+
+
+def test_round_trip_gives_identical_features(tmp_path):
+    path, model = write_export(tmp_path)
+    encoder = load_pretrained(path)
+    model.eval(), encoder.eval()
+    with torch.no_grad():
+        assert torch.equal(encoder.forward_features(_batch()),
+                           model.encoder.forward_features(_batch()))
+    assert encoder.specaware_source["step"] == 7
+    assert encoder.specaware_source["model_config"] is not None
+
+
+def test_json_path_and_variant_override_load_the_same_weights(tmp_path):
+    path, model = write_export(tmp_path)
+    a = load_pretrained(path.with_suffix(".json"))
+    b = load_pretrained(path, variant="specaware_debug")
+    for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), k
+
+
+def test_missing_encoder_key_fails_listing_it(tmp_path):
+    path, _ = write_export(tmp_path)
+    state = load_file(str(path))
+    dropped = sorted(k for k in state if k.startswith("encoder."))[0]
+    del state[dropped]
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(path)
+    assert dropped in str(err.value) and "missing (1)" in str(err.value)
+    assert "allow_missing" in str(err.value)
+
+
+def test_allow_list_admits_exactly_the_named_missing_keys(tmp_path):
+    path, model = write_export(tmp_path)
+    state = load_file(str(path))
+    dropped = sorted(k for k in state if k.startswith("encoder."))[0]
+    del state[dropped]
+    save_file(state, str(path))
+    encoder = load_pretrained(path, allow_missing=(dropped,))
+    kept = sorted(k for k in state if k.startswith("encoder."))[0]
+    assert torch.equal(encoder.state_dict()[kept[len("encoder."):]], state[kept])
+
+
+def test_unexpected_and_misshapen_keys_are_listed(tmp_path):
+    path, _ = write_export(tmp_path)
+    state = load_file(str(path))
+    name = next(k for k in state if k.startswith("encoder.") and state[k].ndim == 2)
+    state[name] = torch.zeros(3, 3)
+    state["encoder.not_a_weight"] = torch.zeros(1)
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(path)
+    msg = str(err.value)
+    assert "encoder.not_a_weight" in msg and name in msg and "shape mismatch" in msg
+
+
+def test_pickle_checkpoints_are_refused_without_being_opened(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not even read")
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_pretrained(bad)
+
+
+def test_missing_json_names_the_fix(tmp_path):
+    path, _ = write_export(tmp_path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(CheckpointError, match="specaware export"):
+        load_pretrained(path)
+
+
+def test_deepspeed_checkpoint_folder_is_consolidated(tmp_path):
+    """A stage-0 folder laid out as `specaware pretrain` writes it (run/checkpoints/step_*)."""
+    path, model = write_export(tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    step = tmp_path / "run" / "checkpoints" / "step_00000005"
+    (step / "ds").mkdir(parents=True)
+    torch.save({"module": model.state_dict()}, step / "ds" / "mp_rank_00_model_states.pt")
+    (step / "trainer_state.json").write_text(json.dumps(
+        {"step": 5, "model": "specaware_debug", "model_config": meta["model_config"]}))
+    (step / "complete").write_text("{}")
+    encoder = load_pretrained(tmp_path / "run")
+    assert encoder.specaware_source["step"] == 5
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(encoder.state_dict()[k], v), k
+
+
+def test_random_encoder_has_the_same_keys_but_different_weights(tmp_path):
+    path, model = write_export(tmp_path)
+    torch.manual_seed(123)
+    fresh = api.build_encoder(json.loads(path.with_suffix(".json").read_text())["model_config"])
+    assert fresh.state_dict().keys() == model.encoder.state_dict().keys()
+    assert any(not torch.equal(v, model.encoder.state_dict()[k])
+               for k, v in fresh.state_dict().items() if v.is_floating_point())

@@ -1,0 +1,73 @@
+"""Metrics against values computed by hand from fixed confusion matrices."""
+import math
+
+import numpy as np
+import pytest
+
+from specaware.finetune.metrics import (change_metrics, classification_metrics, confusion_matrix,
+                                        summarize)
+
+# rows = reference, columns = predicted
+CM = np.array([[5, 1, 0],
+               [2, 6, 2],
+               [0, 0, 4]])
+
+
+def test_confusion_matrix_counts_pairs_and_skips_unlabelled():
+    pred = np.array([0, 1, 1, 2, 2, 0])
+    ref = np.array([0, 1, -1, 2, 1, 0])
+    cm = confusion_matrix(pred, ref, 3)
+    assert cm.tolist() == [[2, 0, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_confusion_matrix_rejects_labels_beyond_the_classes():
+    with pytest.raises(ValueError, match="outside 0..1"):
+        confusion_matrix(np.array([0]), np.array([2]), 2)
+
+
+def test_classification_metrics_match_hand_computation():
+    m = classification_metrics(CM)
+    assert m["oa"] == pytest.approx(15 / 20)
+    assert m["per_class_acc"] == pytest.approx([5 / 6, 6 / 10, 4 / 4])
+    assert m["aa"] == pytest.approx((5 / 6 + 0.6 + 1) / 3)
+    pe = (6 * 7 + 10 * 7 + 4 * 6) / 400  # rows (6, 10, 4), columns (7, 7, 6)
+    assert m["kappa"] == pytest.approx((0.75 - pe) / (1 - pe))
+    assert m["iou"] == pytest.approx([5 / 8, 6 / 11, 4 / 6])
+    assert m["miou"] == pytest.approx((5 / 8 + 6 / 11 + 4 / 6) / 3)
+    assert m["f1"] == pytest.approx([10 / 13, 12 / 17, 8 / 10])
+
+
+def test_absent_class_is_nan_and_left_out_of_means():
+    cm = np.array([[3, 1, 0], [0, 4, 0], [0, 0, 0]])
+    m = classification_metrics(cm)
+    assert math.isnan(m["per_class_acc"][2]) and math.isnan(m["iou"][2])
+    assert m["aa"] == pytest.approx((0.75 + 1.0) / 2)
+
+
+def test_perfect_prediction_has_kappa_one():
+    assert classification_metrics(np.diag([3, 4]))["kappa"] == pytest.approx(1.0)
+
+
+def test_binary_change_metrics_match_hand_computation():
+    # TN 50, FP 10, FN 5, TP 35
+    m = change_metrics(np.array([[50, 10], [5, 35]]))
+    assert m["precision"] == pytest.approx(35 / 45)
+    assert m["recall"] == pytest.approx(35 / 40)
+    assert m["f1"] == pytest.approx(70 / 85)
+    assert m["iou"] == pytest.approx(35 / 50)
+    pe = (60 * 55 + 40 * 45) / 100 ** 2
+    assert m["kappa"] == pytest.approx((0.85 - pe) / (1 - pe))
+
+
+def test_multiclass_change_merges_change_types_for_the_binary_numbers():
+    cm = np.array([[50, 4, 6], [2, 10, 3], [3, 2, 20]])
+    m = change_metrics(cm)
+    tp, fp, fn = 10 + 3 + 2 + 20, 10, 5
+    assert m["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert m["multi_oa"] == pytest.approx(80 / 100)
+
+
+def test_summarize_gives_mean_and_population_std():
+    s = summarize([{"oa": 0.8, "per_class_acc": [1]}, {"oa": 0.9, "per_class_acc": [1]}])
+    assert s["oa"] == pytest.approx((0.85, 0.05))
+    assert "per_class_acc" not in s
