@@ -28,13 +28,14 @@ NODATA = -9999.0
 def transmission(wavelength_nm: np.ndarray) -> np.ndarray:
     """Residual transmission [l] of an atmospherically corrected (L2) product, 0..1.
 
-    Deep windows keep ~0.5% of the signal; the 940 and 1130 nm bands keep most of it.
+    The deep windows (~1340-1450 and ~1800-1960 nm) are flat-bottomed (super-Gaussian) and keep
+    ~0.5% of the signal; the 940 and 1130 nm bands keep most of it (they are retrievable).
     """
     wl = np.asarray(wavelength_nm, dtype=np.float64)
     t = np.ones_like(wl)
-    for centre, sigma, depth in ((940, 18, 0.15), (1130, 22, 0.2), (1395, 38, 0.995),
-                                 (1880, 50, 0.995)):
-        t *= 1 - depth * np.exp(-0.5 * ((wl - centre) / sigma) ** 2)
+    for centre, width, depth, power in ((940, 18, 0.15, 2), (1130, 22, 0.2, 2),
+                                        (1395, 45, 0.995, 4), (1875, 65, 0.995, 4)):
+        t *= 1 - depth * np.exp(-0.5 * np.abs((wl - centre) / width) ** power)
     t *= 1 / (1 + np.exp((wl - 2475) / 12))   # long-wave end: detector + water vapour
     t *= 1 / (1 + np.exp(-(wl - 385) / 8))    # short-wave end: ozone + optics
     return t

@@ -69,7 +69,7 @@ class GroundConfig:
     region_min_m: float = 60.0      # shortest wavelength of the class fields
     region_max_m: float = 12000.0   # longest
     roughness: float = 0.3
-    border_temperature: float = 0.08  # softmax temperature of the class fields: lower = sharper
+    border_temperature: float = 0.025 # softmax temperature of the class fields: lower = sharper
     endmembers_per_class: int = 4
     texture_min_m: float = 30.0
     texture_max_m: float = 2000.0

