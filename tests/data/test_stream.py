@@ -1,0 +1,135 @@
+"""Streaming loader: exact eval split over ranks x workers, infinite per-rank train streams,
+lazy decoding identical to the codec, skipped samples counted and a loud failure past the rate."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from specaware.data.codec import decode_sample
+from specaware.data.stream import SkipRateError, make_loader, read_shard, SkipStats
+from specaware.data.views import ViewConfig
+from tests.fixtures import corrupt_shard, write_tiny_shards
+
+
+def _keys(loader):
+    return [m["key"] for batch in loader for m in batch["meta"]]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    manifest = write_tiny_shards(out, num_shards=5, per_shard=3, tile=8, max_bands=12)
+    return out, sorted(row["key"] for row in manifest["tiles"])
+
+
+@pytest.mark.parametrize("num_shards", [5, 2])  # 2 < 2 ranks x 2 workers: split by sample index
+def test_eval_two_ranks_two_workers_see_every_sample_exactly_once(tmp_path, num_shards):
+    manifest = write_tiny_shards(tmp_path, num_shards=num_shards, per_shard=3, tile=8,
+                                 max_bands=12)
+    per_rank = [_keys(make_loader(tmp_path, mode="eval", batch_size=2, num_workers=2, rank=r,
+                                  world_size=2)) for r in range(2)]
+    assert not set(per_rank[0]) & set(per_rank[1])
+    everything = per_rank[0] + per_rank[1]
+    assert sorted(everything) == sorted(row["key"] for row in manifest["tiles"])
+    assert all(per_rank)  # both ranks got work
+
+
+def test_train_is_infinite_and_differs_per_rank(shards):
+    out, keys = shards
+    streams = []
+    for rank in range(2):
+        loader = make_loader(out, mode="train", batch_size=4, num_workers=2, rank=rank,
+                             world_size=2, shuffle_buffer=8, seed=1)
+        batches = iter(loader)
+        streams.append([m["key"] for _ in range(2 * len(keys)) for m in next(batches)["meta"]])
+    assert len(streams[0]) == 8 * len(keys)  # far more than one pass: the stream does not end
+    assert streams[0] != streams[1]
+    again = make_loader(out, mode="train", batch_size=4, num_workers=2, rank=0, world_size=2,
+                        shuffle_buffer=8, seed=1)
+    batches = iter(again)
+    assert [m["key"] for _ in range(3) for m in next(batches)["meta"]] == streams[0][:12]
+
+
+def test_train_epochs_have_the_requested_length_and_fresh_randomness(shards):
+    out, _ = shards
+    loader = make_loader(out, mode="train", batch_size=2, num_workers=2, epoch_samples=8)
+    first, second = _keys(loader), _keys(loader)
+    assert len(first) == len(second) == 8 and first != second
+    assert loader.state_dict()["epoch"] == 2
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int16"])
+def test_lazy_decoding_matches_the_codec(tmp_path, dtype):
+    write_tiny_shards(tmp_path, num_shards=1, per_shard=4, tile=8, dtype=dtype,
+                      invalid_fraction=0.2)
+    raws = list(read_shard(str(tmp_path / "shard-000000.tar"), SkipStats()))
+    batch = next(iter(make_loader(tmp_path, mode="eval", batch_size=4, num_workers=0)))
+    for i, raw in enumerate(raws):
+        ref = decode_sample(np.array(raw["npy"]), raw["json"])
+        c = ref["image"].shape[0]
+        assert batch["meta"][i]["key"] == ref["meta"]["key"]
+        np.testing.assert_array_equal(batch["image"][i, :c].numpy(), ref["image"])
+        np.testing.assert_array_equal(batch["valid"][i, :c].numpy(), ref["valid"])
+        np.testing.assert_array_equal(batch["wavelength"][i, :c].numpy(), ref["wavelength"])
+        assert not ref["valid"].all()  # the fixture has invalid pixels and absorption bands
+
+
+def test_truncated_shard_is_skipped_and_counted(shards, tmp_path):
+    out = tmp_path / "set"
+    manifest = write_tiny_shards(out, num_shards=5, per_shard=3, tile=8, max_bands=12)
+    corrupt_shard(out / "shard-000002.tar", "truncate")
+    loader = make_loader(out, mode="eval", batch_size=2, num_workers=2, max_skip_rate=0.5)
+    seen = _keys(loader)
+    stats = loader.stats
+    lost = {r["key"] for r in manifest["tiles"]} - set(seen)
+    assert lost and all(r["shard"] == "shard-000002.tar" for r in manifest["tiles"]
+                        if r["key"] in lost)
+    assert stats.total_skipped == len(lost) and stats.seen == 15
+    assert set(stats.shards) == {"shard-000002.tar"}
+    assert any("truncated" in reason for reason in stats.skipped)
+
+
+def test_garbled_member_is_skipped_with_its_key(tmp_path):
+    write_tiny_shards(tmp_path, num_shards=2, per_shard=3, tile=8, max_bands=12)
+    corrupt_shard(tmp_path / "shard-000001.tar", "garble", member=3)  # 2nd sample's .npy
+    loader = make_loader(tmp_path, mode="eval", batch_size=2, num_workers=0, max_skip_rate=0.5)
+    assert len(_keys(loader)) == 5
+    assert loader.stats.skipped == {"corrupt sample": 1}
+    assert "shard-000001.tar" in loader.stats.examples[0]
+
+
+def test_mostly_corrupt_set_fails_naming_the_shards(tmp_path):
+    write_tiny_shards(tmp_path, num_shards=4, per_shard=3, tile=8, max_bands=12)
+    for i in (0, 1, 3):
+        corrupt_shard(tmp_path / f"shard-00000{i}.tar", "garble", member=1)
+        corrupt_shard(tmp_path / f"shard-00000{i}.tar", "garble", member=3)
+        corrupt_shard(tmp_path / f"shard-00000{i}.tar", "garble", member=5)
+    loader = make_loader(tmp_path, mode="eval", batch_size=2, num_workers=2, max_skip_rate=0.2)
+    with pytest.raises(SkipRateError, match=r"shard-00000[013]\.tar.*max_skip_rate|max_skip_rate"
+                       r".*shard-00000[013]\.tar"):
+        _keys(loader)
+    train = make_loader(tmp_path, mode="train", batch_size=2, num_workers=2, max_skip_rate=0.2,
+                        min_skip_samples=10)
+    with pytest.raises(SkipRateError, match="shard-0000"):
+        for _ in zip(range(50), train):
+            pass
+
+
+def test_views_run_in_the_workers(shards):
+    out, _ = shards
+    views = ViewConfig(crop=4, target="full", spectral="window", min_bands=3, max_bands=6)
+    batch = next(iter(make_loader(out, mode="train", batch_size=4, num_workers=2, views=views)))
+    assert batch["image"].shape[-2:] == batch["target"]["image"].shape[-2:] == (4, 4)
+    assert batch["image"].shape[1] <= 6 and batch["band_mask"].sum(1).min() >= 3
+    assert batch["target"]["image"].shape[1] == 12
+
+
+def test_bad_arguments_fail_clearly(shards, tmp_path):
+    out, _ = shards
+    with pytest.raises(FileNotFoundError, match="not found"):
+        make_loader([str(tmp_path / "nope.tar")], batch_size=1)
+    with pytest.raises(ValueError, match="mode"):
+        make_loader(out, mode="test", batch_size=1)
+    with pytest.raises(ValueError, match="rank"):
+        make_loader(out, batch_size=1, rank=2, world_size=2)
