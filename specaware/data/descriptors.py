@@ -18,8 +18,11 @@ LANDCOVER_CLASSES = ("water", "vegetation", "bare", "built")
 # Sentinel-2, Landsat and every spectrometer of the catalogue have a band in each.
 WINDOWS = {"blue": (450.0, 520.0), "green": (530.0, 590.0), "red": (630.0, 690.0),
            "nir": (780.0, 900.0), "swir1": (1550.0, 1750.0)}
-NDWI_WATER = 0.0      # McFeeters NDWI (green - nir) / (green + nir) above this: open water
+NDWI_WATER = 0.05     # McFeeters NDWI (green - nir) / (green + nir) above this: open water
 NDVI_VEGETATION = 0.35
+# A window with no band borrows the nearest band within this distance of its centre (coarse or
+# thinned band sets); farther than that, the channel is treated as missing.
+NEAREST_BAND_NM = 60.0
 FLAT_VISIBLE = 1.25   # red/blue below this: spectrally flat (asphalt, concrete, roofs)
 ENTROPY_BINS = 64
 ENTROPY_MAX_BANDS = 16
@@ -30,12 +33,15 @@ CLIMATE_BELTS = ((23.44, "tropical"), (35.0, "subtropical"), (55.0, "temperate")
 def channel_means(image: np.ndarray, valid: np.ndarray, wavelength: np.ndarray,
                   ) -> dict[str, np.ndarray]:
     """Per-pixel mean over the valid bands inside each window -> {name: float32 [H, W]} (NaN
-    where no band is valid); windows without any band are left out."""
+    where no band is valid); windows without any band nearby are left out."""
     out = {}
     for name, (low, high) in WINDOWS.items():
         idx = np.flatnonzero((wavelength >= low) & (wavelength <= high))
         if idx.size == 0:
-            continue
+            distance = np.abs(wavelength - (low + high) / 2)
+            if distance.size == 0 or distance.min() > NEAREST_BAND_NM + (high - low) / 2:
+                continue
+            idx = np.array([int(np.argmin(distance))])
         count = valid[idx].sum(axis=0)
         total = np.where(valid[idx], image[idx], 0).sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -107,7 +113,7 @@ def tile_descriptors(image: np.ndarray, valid: np.ndarray, wavelength: np.ndarra
     landcover, fractions = "unknown", {}
     if classes is not None and (classes >= 0).any():
         counts = np.bincount(classes[classes >= 0], minlength=len(LANDCOVER_CLASSES))
-        fractions = {k: round(float(v) / counts.sum(), 4) for k, v in
+        fractions = {k: round(float(v) / float(counts.sum()), 4) for k, v in
                      zip(LANDCOVER_CLASSES, counts)}
         landcover = LANDCOVER_CLASSES[int(np.argmax(counts))]
     mean = float(image[valid].mean()) if valid.any() else 0.0

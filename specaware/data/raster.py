@@ -205,7 +205,7 @@ def _gsd_from_transform(src) -> float | None:
     if crs is None or t.is_identity:
         return None
     if crs.is_geographic:
-        lat = (t * (src.width / 2, src.height / 2))[1]
+        lat = (t @ (src.width / 2, src.height / 2))[1]
         metres = 111_320.0 * math.cos(math.radians(lat)) * abs(t.a), 110_574.0 * abs(t.e)
         return float(np.mean(metres))
     factor = crs.linear_units_factor[1] if crs.is_projected else 1.0

@@ -101,9 +101,9 @@ def tile_geography(tile: Tile, crs: str | None, size: int):
     if crs is None:
         return None, None
     t = tile.transform
-    x0, y0 = t * (0, 0)
-    x1, y1 = t * (size, size)
-    cx, cy = t * (size / 2, size / 2)
+    x0, y0 = t @ (0, 0)
+    x1, y1 = t @ (size, size)
+    cx, cy = t @ (size / 2, size / 2)
     try:
         bounds = transform_bounds(crs, "EPSG:4326", min(x0, x1), min(y0, y1),
                                   max(x0, x1), max(y0, y1))

@@ -1,0 +1,157 @@
+"""Raster ingestion: wavelengths from every place a file can carry them, in nm or micrometres,
+clear errors when they are missing or inconsistent, and window-wise reads equal to whole reads."""
+import numpy as np
+import pytest
+import rasterio
+
+from specaware.data import raster
+from specaware.data.raster import RasterMetadataError, iter_tiles, open_scene, tile_origins
+from tests.fixtures import sensor_bands, synthetic_cube, write_envi, write_geotiff
+
+WL, FWHM, NAMES = sensor_bands("aviris-ng", 12)
+
+
+@pytest.fixture
+def cube():
+    return synthetic_cube(WL, 40, 36, seed=1)
+
+
+@pytest.mark.parametrize("style,units,source", [
+    ("band_tags", "nm", "band tags"), ("band_tags", "um", "band tags"),
+    ("envi", "nm", "envi header"), ("envi", "um", "envi header"),
+    ("imagery", "um", "gdal imagery"),
+])
+def test_geotiff_wavelength_round_trip(tmp_path, cube, style, units, source):
+    path = write_geotiff(tmp_path / "s.tif", cube, wavelength=WL, fwhm=FWHM, units=units,
+                         style=style)
+    scene = open_scene(path)
+    assert scene.wavelength_source == source and scene.sensor == "unknown"
+    assert scene.wavelength.dtype == np.float32
+    np.testing.assert_allclose(scene.wavelength, WL, atol=1e-3)
+    np.testing.assert_allclose(scene.fwhm, FWHM, atol=1e-3)
+    assert (scene.gsd, scene.crs, scene.level) == (2.0, "EPSG:32611", "L2")
+
+
+@pytest.mark.parametrize("units", ["nm", "um"])
+@pytest.mark.parametrize("interleave", ["bsq", "bil", "bip"])
+def test_envi_header_round_trip_in_nm_and_micrometres(tmp_path, cube, units, interleave):
+    path = write_envi(tmp_path / "s.img", cube, wavelength=WL, fwhm=FWHM, units=units,
+                      interleave=interleave, nodata=-9999)
+    scene = open_scene(path)
+    assert scene.wavelength_source == "envi header"
+    np.testing.assert_allclose(scene.wavelength, WL, atol=1e-3)
+    np.testing.assert_allclose(scene.fwhm, FWHM, atol=1e-3)
+    assert scene.nodata == [-9999.0] * 12 and scene.gsd == 2.0
+    first = next(iter_tiles(scene, 8))
+    np.testing.assert_array_equal(first.data, cube[:, :8, :8])
+
+
+def test_unlabelled_micrometre_tags_are_recognised_by_magnitude(tmp_path, cube):
+    path = write_geotiff(tmp_path / "s.tif", cube, style=None)
+    with rasterio.open(path, "r+") as dst:
+        for i, w in enumerate(WL):
+            dst.update_tags(i + 1, wavelength=f"{w / 1000:.6f}")
+    scene = open_scene(path)
+    np.testing.assert_allclose(scene.wavelength, WL, atol=1e-2)
+    np.testing.assert_allclose(scene.fwhm[1:-1], np.gradient(WL)[1:-1], rtol=0.05)  # estimated
+
+
+def test_no_wavelengths_and_no_sensor_fails_naming_the_file(tmp_path, cube):
+    path = write_envi(tmp_path / "bare_scene.img", cube)
+    with pytest.raises(RasterMetadataError, match=r"bare_scene\.img: no wavelengths found.*"
+                                                  r"--sensor NAME"):
+        open_scene(path)
+
+
+def test_sensor_fills_in_when_the_file_has_no_wavelengths(tmp_path):
+    wl, fwhm, _ = sensor_bands("sentinel-2a")
+    path = write_geotiff(tmp_path / "s2.tif", synthetic_cube(wl, 8, 8), style=None)
+    scene = open_scene(path, sensor="S2A")
+    assert scene.sensor == "sentinel-2a" and scene.wavelength_source.startswith("sensor")
+    np.testing.assert_array_equal(scene.wavelength, wl)
+
+
+def test_sensor_bands_are_matched_by_description_when_some_are_missing(tmp_path):
+    wl, _, names = sensor_bands("sentinel-2a")
+    keep = [i for i, n in enumerate(names) if n != "B10"]  # L2A products drop the cirrus band
+    described = [names[i].replace("B", "B0") if len(names[i]) == 2 else names[i] for i in keep]
+    path = write_geotiff(tmp_path / "l2a.tif", synthetic_cube(wl[keep], 8, 8), style=None,
+                         band_names=described)
+    scene = open_scene(path, sensor="sentinel-2a")
+    np.testing.assert_array_equal(scene.wavelength, wl[keep])
+    assert scene.band_names == [names[i] for i in keep]
+
+
+def test_band_count_mismatch_with_sensor_fails_clearly(tmp_path):
+    path = write_geotiff(tmp_path / "odd.tif", np.zeros((5, 8, 8), np.float32), style=None)
+    with pytest.raises(RasterMetadataError, match=r"odd\.tif: the file has 5 bands but sensor "
+                                                  r"'aviris-ng' has 425"):
+        open_scene(path, sensor="aviris-ng")
+
+
+def test_header_wavelength_count_mismatch_fails_clearly(tmp_path, cube):
+    path = write_envi(tmp_path / "short.img", cube, wavelength=WL[:-1], fwhm=FWHM[:-1])
+    with pytest.raises(RasterMetadataError, match=r"short\.img: .*11 wavelengths but the file "
+                                                  r"has 12 bands"):
+        open_scene(path)
+
+
+def test_file_wavelengths_win_over_the_sensor(tmp_path, cube):
+    path = write_geotiff(tmp_path / "s.tif", cube, wavelength=WL + 3.0, fwhm=FWHM)
+    scene = open_scene(path, sensor="aviris-ng")
+    np.testing.assert_allclose(scene.wavelength, WL + 3.0, atol=1e-3)
+    assert scene.sensor == "aviris-ng" and scene.wavelength_source == "band tags"
+
+
+def test_scale_and_offset_from_file_and_override(tmp_path, cube):
+    dn = np.rint(cube * 10000).astype("int16")
+    path = write_geotiff(tmp_path / "dn.tif", dn, wavelength=WL, fwhm=FWHM, dtype="int16")
+    with rasterio.open(path, "r+") as dst:
+        dst.scales = [1e-4] * 12
+    tile = next(iter_tiles(open_scene(path), 8))
+    np.testing.assert_allclose(tile.data, cube[:, :8, :8], atol=6e-5)
+    tile = next(iter_tiles(open_scene(path, scale=2e-4, offset=-0.1), 8))
+    np.testing.assert_allclose(tile.data, dn[:, :8, :8] * 2e-4 - 0.1, atol=1e-6)
+
+
+def test_missing_georeferencing_needs_a_gsd(tmp_path, cube):
+    path = write_envi(tmp_path / "nogeo.img", cube, wavelength=WL, fwhm=FWHM, crs_zone=None)
+    with pytest.raises(RasterMetadataError, match="--gsd METRES"):
+        open_scene(path)
+    assert open_scene(path, gsd=3.5).gsd == 3.5 and open_scene(path, sensor="avng").gsd == 5.0
+
+
+def test_geographic_crs_gives_gsd_in_metres(tmp_path, cube):
+    path = write_geotiff(tmp_path / "ll.tif", cube, wavelength=WL, fwhm=FWHM, crs="EPSG:4326",
+                         origin=(10.0, 0.001), gsd=1e-4)
+    assert open_scene(path).gsd == pytest.approx(11.1, rel=0.01)
+
+
+def test_tile_origins_cover_the_extent_and_snap_the_last_tile():
+    assert tile_origins(40, 16, 16) == [0, 16, 24]
+    assert tile_origins(32, 16, 16) == [0, 16]
+    assert tile_origins(40, 16, 8) == [0, 8, 16, 24]
+    assert tile_origins(10, 16, 16) == []
+
+
+@pytest.mark.parametrize("strip_limit", [raster.MAX_STRIP_BYTES, 1])
+@pytest.mark.parametrize("stride", [16, 10])
+def test_windowed_tiles_equal_whole_read_and_never_read_the_whole_scene(
+        tmp_path, cube, monkeypatch, strip_limit, stride):
+    path = write_envi(tmp_path / "s.img", cube, wavelength=WL, fwhm=FWHM)
+    scene = open_scene(path)
+    with rasterio.open(path) as src:
+        whole = src.read()
+    monkeypatch.setattr(raster, "MAX_STRIP_BYTES", strip_limit)
+    windows = []
+    real_read = raster.read_window
+    monkeypatch.setattr(raster, "read_window",
+                        lambda src, sc, w: windows.append(w) or real_read(src, sc, w))
+    tiles = list(iter_tiles(scene, 16, stride))
+    rows, cols = tile_origins(40, 16, stride), tile_origins(36, 16, stride)
+    assert [(t.row, t.col) for t in tiles] == [(r, c) for r in rows for c in cols]
+    for t in tiles:
+        np.testing.assert_array_equal(t.data, whole[:, t.row:t.row + 16, t.col:t.col + 16])
+        assert t.transform == scene.transform @ rasterio.Affine.translation(t.col, t.row)
+    assert windows and all(w.height == 16 for w in windows)
+    assert len(windows) == (len(rows) if strip_limit > 1 else len(tiles))
