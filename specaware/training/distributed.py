@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import socket
+import typing
 from typing import Mapping, MutableMapping
 
 import torch
@@ -136,12 +137,67 @@ def setup(backend: str = "auto", local_rank: int | None = None,
     return env, device
 
 
+def promote_scalar_params(model: torch.nn.Module) -> list[str]:
+    """Give 0-dim parameters shape [1] in place; returns their names.
+
+    DeepSpeed 0.19.8 broadcasts every parameter as `p.data.view(torch.uint8)` at start-up,
+    which raises for 0-dim tensors (e.g. a router's learnable scale). A [1] tensor broadcasts
+    the same way in the model's arithmetic; `export` gives the original shapes back.
+    """
+    names = []
+    for name, p in model.named_parameters():
+        if p.ndim == 0:
+            p.data = p.data.reshape(1)
+            names.append(name)
+    if names:
+        log.debug("0-dim parameters promoted to shape [1] for DeepSpeed: %s", names)
+    return names
+
+
+def _returns_dataclass(module: torch.nn.Module) -> bool:
+    try:
+        ret = typing.get_type_hints(type(module).forward).get("return")
+    except Exception:  # noqa: BLE001 - unresolvable annotations: assume tensors
+        return False
+    return isinstance(ret, type) and dataclasses.is_dataclass(ret)
+
+
+def register_zero3_external(model: torch.nn.Module) -> list[str]:
+    """Let ZeRO-3 re-gather parameters of modules whose forward returns a dataclass.
+
+    ZeRO-3 frees a module's parameters after its forward and gathers them again for backward
+    from hooks on the module's output tensors, which it finds only inside tensors, tuples,
+    lists and dicts. A module returning a dataclass (e.g. a router's weights) would run its
+    backward on freed (empty) parameters. Registering its parameters as external parameters
+    of the parent hands their gathering to the parent, whose output is traversable.
+    Returns the names of the modules handled.
+    """
+    from deepspeed.runtime.zero import register_external_parameter
+
+    handled = []
+    for parent_name, parent in model.named_modules():
+        for child_name, child in parent.named_children():
+            if _returns_dataclass(child):
+                for p in child.parameters():
+                    register_external_parameter(parent, p)
+                handled.append(f"{parent_name}.{child_name}".lstrip("."))
+    return handled
+
+
 def initialize(model, optimizer, lr_scheduler, ds_config: dict):
-    """`deepspeed.initialize` on a finished model; returns (engine, lr_scheduler)."""
+    """`deepspeed.initialize` on a finished model; returns (engine, lr_scheduler).
+
+    Call `promote_scalar_params(model)` before building the optimizer (it holds the params).
+    """
     import deepspeed
 
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, config=ds_config)
+    if ds_config.get("zero_optimization", {}).get("stage") == 3:
+        handled = register_zero3_external(engine.module)
+        if handled:
+            log.info("ZeRO-3: parameters of %d dataclass-returning modules gathered by their "
+                     "parents (%s...)", len(handled), handled[0])
     return engine, scheduler
 
 

@@ -253,6 +253,7 @@ def _cpu(batch):
 def _setup_engine(cfg: PretrainConfig, env, model_factory):
     seed_everything(cfg.train.seed)                # same initial weights on every rank
     model = (model_factory or build_model)(cfg)
+    distributed.promote_scalar_params(model)
     optimizer = make_optimizer(model, cfg.optim)
     scheduler = make_scheduler(optimizer, cfg.optim, cfg.train.steps)
     ds_config = make_ds_config(cfg, env.world_size, preset_dir=PRESET_DIR)

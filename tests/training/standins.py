@@ -52,7 +52,7 @@ class TinyMAE(nn.Module):
 class TinyStream:
     """Endless batches, a pure function of (seed, rank); `stats` like the real loader."""
 
-    def __init__(self, seed: int, rank: int, batch_size: int = 4, bands: int = 5, size: int = 8):
+    def __init__(self, seed: int, rank: int, batch_size: int = 4, bands: int = 5, size: int = 16):
         self.g = torch.Generator().manual_seed(seed * 100 + rank)
         self.b, self.c, self.s = batch_size, bands, size
         self.stats = {"seen": 0, "skipped": 0}

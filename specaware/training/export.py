@@ -1,0 +1,112 @@
+"""`specaware export CKPT_DIR OUT.safetensors`: consolidated fp32 weights + JSON config.
+
+Works for checkpoints of every ZeRO stage: stages 1-3 (and bf16) are consolidated from the
+fp32 master copies in the partitioned optimizer states (DeepSpeed's zero_to_fp32), stage 0
+reads the module state directly. Output (the format `specaware.load_pretrained` reads,
+docs/INTERFACES.md): OUT.safetensors (fp32 state dict of the whole MaskedAutoencoder) and
+OUT.json beside it with format, model name, model config, step and the training config.
+
+Trust: the DeepSpeed files are `torch.save` pickles and are unpickled here. They are our own
+trainer's output (a checkpoint folder you produced, with its `complete` marker), trusted like
+the code. Never point this at checkpoints from an unknown source; share the exported
+.safetensors instead, which cannot carry code.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from specaware.training import checkpoint
+
+log = logging.getLogger(__name__)
+
+__all__ = ["add_arguments", "main", "consolidate", "export", "FORMAT"]
+
+FORMAT = "specaware-export/1"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("checkpoint", help="a step_* checkpoint folder, or a run folder "
+                                           "(its newest complete checkpoint is used)")
+    parser.add_argument("out", help="output .safetensors path (OUT.json is written beside it)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip loading the weights into a freshly built model")
+
+
+def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def consolidate(ckpt: Path) -> dict[str, torch.Tensor]:
+    """fp32 state dict of the model in checkpoint folder `ckpt`, on CPU."""
+    ds_dir = ckpt / checkpoint.DS_TAG
+    if list(ds_dir.glob("*zero_pp_rank_*_optim_states.pt")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=checkpoint.DS_TAG)
+    else:
+        files = sorted(ds_dir.glob("mp_rank_*_model_states.pt"))
+        if not files:
+            raise FileNotFoundError(f"{ds_dir}: no DeepSpeed model states; is this a "
+                                    "checkpoint folder written by `specaware pretrain`?")
+        # our own checkpoint (see module docstring): the pickle is trusted
+        state = torch.load(files[0], map_location="cpu", weights_only=False)["module"]
+    return {k: v.detach().float() if v.is_floating_point() else v.detach()
+            for k, v in _strip_prefix(dict(state)).items()}
+
+
+def _verify(state: dict[str, torch.Tensor], model_config: dict) -> None:
+    """Strict load into a freshly built model; fixes [1] <-> [] shapes in `state` in place
+    (training promotes 0-dim parameters for DeepSpeed, see distributed.promote_scalar_params)."""
+    from specaware.model.variants import create_model_from_config
+    model = create_model_from_config(model_config)
+    for name, ref in model.state_dict().items():
+        got = state.get(name)
+        if got is not None and got.shape != ref.shape and got.numel() == ref.numel() == 1:
+            state[name] = got.reshape(ref.shape)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"exported weights do not match the model config: missing "
+                           f"{missing[:8]}, unexpected {unexpected[:8]} (of {len(missing)} / "
+                           f"{len(unexpected)}); was the checkpoint written by another version?")
+
+
+def export(ckpt: str | Path, out: str | Path, verify: bool = True) -> tuple[Path, Path]:
+    """Write OUT.safetensors + OUT.json from checkpoint (or run folder) `ckpt`."""
+    from safetensors.torch import save_file
+
+    path = checkpoint.resolve_resume(str(ckpt), ckpt)
+    state_info = checkpoint.read_state(path)
+    state = consolidate(path)
+    if verify and state_info.get("model_config"):
+        _verify(state, state_info["model_config"])
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"export: output must end in .safetensors, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses tensors that share storage (tied weights): give each its own copy
+    save_file({k: v.contiguous().clone() for k, v in state.items()}, str(out),
+              metadata={"format": FORMAT, "step": str(state_info["step"])})
+    meta = {"format": FORMAT, "model": state_info.get("model"),
+            "model_config": state_info.get("model_config", {}), "step": int(state_info["step"]),
+            "train_config": state_info.get("config", {}), "checkpoint": str(path)}
+    meta_path = out.with_suffix(".json")
+    meta_path.write_text(json.dumps(meta, indent=1))
+    log.info("exported %s (step %d, %d tensors) -> %s", path, meta["step"], len(state), out)
+    return out, meta_path
+
+
+def main(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        out, meta = export(args.checkpoint, args.out, verify=not args.no_verify)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} and {meta}")
+    return 0
