@@ -7,7 +7,8 @@ The scene is linear in its endmembers, so a sensor's image is
 with E_j the library spectra on the 1 nm grid, T the residual two-way transmission of an L2
 product (near 0 in the deep water-vapour windows at ~1380 and ~1880 nm and beyond ~2450 nm,
 where surface reflectance cannot be retrieved) and SRF the sensor's response matrix
-(`specaware.sensors.srf_matrix`, Gaussian from centre + FWHM, tabulated curves for Sentinel-2).
+(Gaussian from centre + FWHM, tabulated curves for Sentinel-2, as in
+`specaware.sensors.srf_matrix`).
 Noise: Gaussian, sigma = floor + shot * sqrt(signal), stronger at the spectrum's edges.
 Nodata: a slanted swath edge and dead detector columns, written as the nodata value.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from einops import rearrange
 
-from specaware.sensors import Sensor, get_sensor, srf_matrix
+from specaware.sensors import Sensor, gaussian_response, get_sensor
 from specaware.synth.spectra import GRID_FWHM_NM, GRID_NM
 
 NODATA = -9999.0
@@ -43,10 +44,23 @@ def transmission(wavelength_nm: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def fine_to_sensor(sensor_name: str) -> np.ndarray:
-    """SRF matrix [c, l] from the 1 nm library grid to the sensor's bands (cached)."""
+    """Response matrix [c, l] from the 1 nm library grid to the sensor's bands (cached).
+
+    The library grid samples a continuous spectrum densely, so a band's value is its response
+    curve sampled on the grid, normalised to sum 1: the limit of `srf_matrix` for 1 nm source
+    bands (same Gaussian, same tabulated curves), without its band-overlap integral, which
+    costs seconds for 2201 source bands.
+    """
     s = get_sensor(sensor_name)
-    return srf_matrix(GRID_NM, np.full(GRID_NM.shape, GRID_FWHM_NM), s.wavelength, s.fwhm,
-                      s.responses)
+    rows = np.zeros((s.num_bands, GRID_NM.size), dtype=np.float64)
+    for i, (centre, fwhm) in enumerate(zip(s.wavelength, s.fwhm)):
+        curve = s.responses[i] if s.responses else None
+        if curve is None:
+            rows[i] = gaussian_response(GRID_NM, float(centre), max(float(fwhm), GRID_FWHM_NM))
+        else:
+            order = np.argsort(curve[0])
+            rows[i] = np.interp(GRID_NM, curve[0][order], curve[1][order], left=0.0, right=0.0)
+    return (rows / np.maximum(rows.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def sensor_endmembers(endmembers: np.ndarray, sensor: Sensor) -> np.ndarray:
