@@ -5,7 +5,8 @@ Wavelengths come from the file first, in this order (DESIGN.md section 1):
   1. ENVI metadata domain `wavelength` / `fwhm` / `wavelength units` (full precision lists);
   2. per-band tags `wavelength` / `fwhm` (units from a `wavelength_units` tag);
   3. GDAL IMAGERY domain `CENTRAL_WAVELENGTH_UM` / `FWHM_UM` (micrometres, GDAL >= 3.10);
-  4. the catalogue entry of the named sensor (`--sensor`, or a `SPECAWARE_SENSOR` tag).
+  4. the catalogue entry of the named sensor (`--sensor`, a `SPECAWARE_SENSOR` tag, or a plain
+     `sensor` tag that names a catalogue sensor).
 Everything is converted to nm. Scenes are never read whole: `iter_tiles` reads one strip of
 tiles at a time, so memory follows bands x tile x width, not the scene size.
 """
@@ -23,7 +24,7 @@ import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from specaware.sensors import Sensor, get_sensor
+from specaware.sensors import Sensor, UnknownSensorError, get_sensor
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +214,43 @@ def _gsd_from_transform(src) -> float | None:
 
 
 def _resolve_sensor(src, sensor: str | None) -> Sensor | None:
+    """The explicit sensor or SPECAWARE_SENSOR tag (must be known), else a plain `sensor` tag
+    or ENVI `sensor type` when it names a catalogue sensor (free text is ignored)."""
     name = sensor or src.tags().get(TAG_PREFIX + "SENSOR")
-    return get_sensor(name) if name else None
+    if name:
+        return get_sensor(name)
+    hint = src.tags().get("sensor") or src.tags(ns="ENVI").get("sensor_type")
+    try:
+        return get_sensor(hint) if hint else None
+    except UnknownSensorError:
+        log.info("%s: sensor tag %r is not in the catalogue; ignored", src.name, hint)
+        return None
+
+
+def _resolve_wavelengths(src, cat: Sensor | None, where: str):
+    """(wavelength nm, fwhm nm, source, band names): the file's own, else the sensor's."""
+    found = file_wavelengths(src, where)
+    names = [d or f"band{i + 1}" for i, d in enumerate(src.descriptions)]
+    if found is None and cat is not None:
+        return _sensor_wavelengths(src, cat, where)
+    if found is None:
+        raise RasterMetadataError(
+            f"{where}: no wavelengths found (no ENVI 'wavelength', no per-band "
+            f"'wavelength' tags, no CENTRAL_WAVELENGTH_UM) and no sensor given. Fix: pass "
+            f"--sensor NAME (see `specaware sensors`) or add wavelengths to the header")
+    wl, fwhm, source = found
+    if fwhm is None and cat is not None and cat.num_bands == src.count:
+        fwhm = cat.fwhm.astype(np.float64)
+    elif fwhm is None:
+        log.warning("%s: no FWHM in the file; estimated from the band spacing", where)
+        fwhm = _estimate_fwhm(wl)
+    return wl, fwhm, source, names
+
+
+def _resolve_level(level: str | None, tags: dict[str, str]) -> str:
+    """Explicit level, else SPECAWARE_LEVEL, else a plain `level` tag of L1/L2, else L2."""
+    hint = tags.get(TAG_PREFIX + "LEVEL") or tags.get("level", "").upper()
+    return level or (hint if hint in ("L1", "L2") else "L2")
 
 
 def open_scene(path, *, sensor: str | None = None, level: str | None = None,
@@ -223,7 +259,8 @@ def open_scene(path, *, sensor: str | None = None, level: str | None = None,
     """Resolve the band metadata of the scene at `path` (reads headers only, no pixels).
 
     sensor: catalogue name used when the file has no wavelengths (and for value caps and
-    absorption ranges); level: "L1"/"L2" (default from a SPECAWARE_LEVEL tag, else "L2");
+    absorption ranges; default: a SPECAWARE_SENSOR tag, or a `sensor` tag naming a catalogue
+    sensor); level: "L1"/"L2" (default: SPECAWARE_LEVEL or `level` tag, else "L2");
     gsd: metres (default from the transform, else the sensor); scale/offset override the
     file's own scale/offset (physical = raw * scale + offset).
     """
@@ -231,23 +268,8 @@ def open_scene(path, *, sensor: str | None = None, level: str | None = None,
     where = str(path)
     with rasterio.open(path) as src:
         cat = _resolve_sensor(src, sensor)
-        found = file_wavelengths(src, where)
-        names = [d or f"band{i + 1}" for i, d in enumerate(src.descriptions)]
+        wl, fwhm, source, names = _resolve_wavelengths(src, cat, where)
         bands = list(range(1, src.count + 1))
-        if found is not None:
-            wl, fwhm, source = found
-            if fwhm is None and cat is not None and cat.num_bands == src.count:
-                fwhm = cat.fwhm.astype(np.float64)
-            elif fwhm is None:
-                log.warning("%s: no FWHM in the file; estimated from the band spacing", where)
-                fwhm = _estimate_fwhm(wl)
-        elif cat is not None:
-            wl, fwhm, source, names = _sensor_wavelengths(src, cat, where)
-        else:
-            raise RasterMetadataError(
-                f"{where}: no wavelengths found (no ENVI 'wavelength', no per-band "
-                f"'wavelength' tags, no CENTRAL_WAVELENGTH_UM) and no sensor given. Fix: pass "
-                f"--sensor NAME (see `specaware sensors`) or add wavelengths to the header")
         tags = {k: v for k, v in src.tags().items() if k.upper().startswith(TAG_PREFIX)}
         resolution = gsd or _gsd_from_transform(src) or (cat.gsd if cat else None)
         if resolution is None:
@@ -261,7 +283,7 @@ def open_scene(path, *, sensor: str | None = None, level: str | None = None,
             wavelength=np.asarray(wl, dtype=np.float32), fwhm=np.asarray(fwhm, np.float32),
             band_names=list(names), wavelength_source=source,
             sensor=cat.name if cat else "unknown",
-            level=level or tags.get(TAG_PREFIX + "LEVEL", "L2"), gsd=float(resolution),
+            level=_resolve_level(level, src.tags()), gsd=float(resolution),
             crs=src.crs.to_string() if src.crs else None, transform=src.transform,
             nodata=nodata, scales=scales.astype(np.float64),
             offsets=offsets.astype(np.float64), tags=tags, catalogue=cat)

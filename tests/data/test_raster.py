@@ -155,3 +155,17 @@ def test_windowed_tiles_equal_whole_read_and_never_read_the_whole_scene(
         assert t.transform == scene.transform @ rasterio.Affine.translation(t.col, t.row)
     assert windows and all(w.height == 16 for w in windows)
     assert len(windows) == (len(rows) if strip_limit > 1 else len(tiles))
+
+
+def test_plain_sensor_and_level_tags_are_used_when_they_name_catalogue_entries(tmp_path, cube):
+    path = write_geotiff(tmp_path / "t.tif", cube, wavelength=WL, fwhm=FWHM,
+                         tags={"sensor": "aviris-ng", "level": "l1"})
+    scene = open_scene(path)
+    assert (scene.sensor, scene.level) == ("aviris-ng", "L1")
+    free = write_geotiff(tmp_path / "f.tif", cube, wavelength=WL, fwhm=FWHM,
+                         tags={"sensor": "my airborne camera"})
+    assert open_scene(free).sensor == "unknown"
+    strict = write_geotiff(tmp_path / "s.tif", cube, wavelength=WL, fwhm=FWHM,
+                           tags={"SPECAWARE_SENSOR": "nosuch"})
+    with pytest.raises(KeyError, match="unknown sensor 'nosuch'"):
+        open_scene(strict)
