@@ -98,10 +98,15 @@ def render(abundances: np.ndarray, shade: np.ndarray, spectra: np.ndarray) -> np
 
 def add_noise(image: np.ndarray, sensor: Sensor, rng: np.random.Generator,
               noise: NoiseModel | None = None) -> np.ndarray:
-    """image [c, h, x] plus sensor noise, float32."""
+    """image [c, h, x] plus sensor noise, float32, clipped at 0.
+
+    Dark targets (water in the SWIR, absorption bands) would go negative; L2 processors report
+    those as 0 reflectance, and tiling treats negative values as invalid.
+    """
     noise = noise or default_noise(sensor)
     sigma = noise.sigma(sensor.wavelength, image)
-    return (image + sigma * rng.standard_normal(image.shape, dtype=np.float32)).astype(np.float32)
+    noisy = image + sigma * rng.standard_normal(image.shape, dtype=np.float32)
+    return np.maximum(noisy, 0.0, out=noisy).astype(np.float32, copy=False)
 
 
 def nodata_mask(rng: np.random.Generator, size: int, pushbroom: bool,

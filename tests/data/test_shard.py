@@ -165,3 +165,41 @@ def test_cli_warns_when_every_tile_is_invalid(tmp_path, capsys):
     assert cli_main(["shard", str(path), "--out", str(tmp_path / "o"), "--tile", "16",
                      "--quiet"]) == 0
     assert "--scale (e.g. 0.0001" in capsys.readouterr().err
+
+
+def test_caps_follow_the_level_and_spare_thermal_bands(tmp_path):
+    wl, fwhm, names = sensor_bands("landsat-8")
+    cube = np.clip(synthetic_cube(np.minimum(wl, 2500), 16, 16), 0.01, None)
+    thermal = wl > 3000
+    cube[thermal] = 295.0  # brightness temperature in kelvin
+    path = write_geotiff(tmp_path / "l8.tif", cube, style=None, band_names=names)
+    shard_scenes([path], tmp_path / "l2", options=TilingOptions(tile=16), progress=False,
+                 sensor="landsat-8")
+    (sample,) = _decoded(tmp_path / "l2").values()
+    assert sample["valid"][thermal].all()
+    np.testing.assert_allclose(sample["image"][thermal], 295.0)
+    radiance = np.clip(synthetic_cube(WL, 16, 16), 0.01, None) * 100  # up to ~60 uW/cm2/sr/nm
+    radiance[0, 0, 0] = 150.0
+    rpath = write_envi(tmp_path / "rad.img", radiance, wavelength=WL, fwhm=FWHM)
+    shard_scenes([rpath], tmp_path / "l1", options=TilingOptions(tile=16), progress=False,
+                 sensor="aviris-ng", level="L1")
+    (sample,) = _decoded(tmp_path / "l1").values()
+    assert sample["level"] == "L1" and not sample["valid"][0, 0, 0]
+    assert sample["valid"][1:, 0, 0][~np.isin(np.arange(1, 30), np.flatnonzero(
+        ~_signal_bands()) )].all()
+
+
+def _signal_bands():
+    from specaware.sensors import absorption_mask
+    return ~absorption_mask(WL, get_sensor("aviris-ng").absorption_ranges)
+
+
+def test_scene_smaller_than_a_tile_is_reported_not_fatal(tmp_path, capsys):
+    _, small = _scene(tmp_path, "small", 12, 40)
+    _, big = _scene(tmp_path, "big", 16, 16)
+    assert cli_main(["shard", str(small), str(big), "--out", str(tmp_path / "o"), "--tile", "16",
+                     "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 1 tiles" in captured.out
+    assert "small (40x12) is smaller than one tile" in captured.err
+    assert read_manifest(tmp_path / "o")["report"]["scenes_too_small"] == ["small"]
