@@ -162,12 +162,16 @@ class BandConditioning(nn.Module):
 
     def meta(self, wavelength: Tensor, fwhm: Tensor, sensor: Tensor, level: Tensor) -> Tensor:
         """wavelength, fwhm [b, c] nm; sensor, level [b] rows -> meta features [b, c, dz]."""
+        # phases in float32 whatever the weights are: bf16 cannot resolve 2*pi*2500/10 rad
+        wavelength, fwhm = wavelength.float(), fwhm.float()
+        dtype = self.fuse[1].weight.dtype
         phase = 2 * math.pi * rearrange(wavelength, "b c -> b c 1") / self.periods
         lo, hi = WAVELENGTH_SPAN_NM
         linear = rearrange((wavelength - lo) / (hi - lo), "b c -> b c 1")
-        wl = self.wavelength_mlp(torch.cat([phase.sin(), phase.cos(), linear], dim=-1))
+        wl = self.wavelength_mlp(torch.cat([phase.sin(), phase.cos(), linear], -1).to(dtype))
         # log FWHM: widths span 5 nm (imaging spectrometers) to ~200 nm (broad MSI bands).
-        fw = self.fwhm_mlp(rearrange(torch.log(fwhm.clamp_min(0.1)), "b c -> b c 1"))
+        log_fwhm = rearrange(torch.log(fwhm.clamp_min(0.1)), "b c -> b c 1")
+        fw = self.fwhm_mlp(log_fwhm.to(dtype))
         ids = rearrange(self.sensor_table(sensor) + self.level_table(level), "b dz -> b 1 dz")
         return wl + fw + ids
 
@@ -181,7 +185,7 @@ class BandConditioning(nn.Module):
         if self.use_content:
             if content is None:
                 raise ValueError("BandConditioning(use_content=True) needs content features")
-            cont = self.content_mlp(content)
+            cont = self.content_mlp(content.to(self.fuse[1].weight.dtype))
         else:
             cont = self.no_content.expand_as(meta)
         z = self.fuse(torch.cat([meta, cont], dim=-1))

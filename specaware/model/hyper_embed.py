@@ -81,7 +81,7 @@ class HyperEmbedding(nn.Module):
         """x [b, c, n, p] (already normalised, 0 at invalid pixels), z [b, c, dz],
         band_mask bool [b, c] -> tokens [b, n, d]."""
         v, h = self.factors(z, band_mask)
-        projected = torch.matmul(x, v)                                  # [b, c, n, r]
+        projected = torch.matmul(x.to(v.dtype), v)                      # [b, c, n, r]
         n = projected.shape[2]
         mixed = torch.bmm(rearrange(h, "b c j -> b j c"),
                           rearrange(projected, "b c n r -> b c (n r)"))  # [b, j, n*r]
