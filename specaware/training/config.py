@@ -31,7 +31,8 @@ class DataSection:
     batch_size: int = 8                    # tiles per process per micro-step
     num_workers: int = 2
     shuffle_buffer: int = 256
-    views: dict[str, Any] = field(default_factory=dict)  # fields of data.stream.ViewConfig
+    views: dict[str, Any] | None = None    # fields of data.views.ViewConfig; null = decode only
+    bucket_by: Literal["none", "sensor", "bands", "sensor_bands"] = "none"  # unpadded batches
     max_skip_rate: float = 0.05            # fail once this fraction of samples was broken
 
 
@@ -120,7 +121,18 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
     mr = cfg.model.mask_ratio
     _check(mr is None or 0.0 < mr < 1.0, "model.mask_ratio", "must be in (0, 1) or null")
     _check(bool(cfg.checkpoint.run_dir), "checkpoint.run_dir", "must name a folder")
+    if cfg.data.views is not None:
+        view_config(cfg.data.views)          # unknown view keys fail here, named
     return cfg
+
+
+def view_config(views: dict | None):
+    """`data.views` as the loader's ViewConfig (None = decode only, no augmentation)."""
+    if views is None:
+        return None
+    from specaware.config import merge
+    from specaware.data.views import ViewConfig
+    return merge(ViewConfig(), views, prefix="data.views.")
 
 
 def load_config(files=(), overrides=()) -> PretrainConfig:

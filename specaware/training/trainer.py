@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specaware.config import merge, save_yaml, to_dict
+from specaware.config import save_yaml, to_dict
 from specaware.training import checkpoint, distributed
-from specaware.training.config import PretrainConfig, require_shards, resolved
+from specaware.training.config import PretrainConfig, require_shards, resolved, view_config
 from specaware.training.ds_config import make_ds_config
 from specaware.training.faults import fault_point
 from specaware.training.optim import make_optimizer
@@ -59,23 +59,14 @@ def build_model(cfg: PretrainConfig):
     return specaware.create_model(cfg.model.name, **cfg.model.overrides)
 
 
-def _views(cfg: PretrainConfig):
-    from specaware.data.stream import ViewConfig
-    if not cfg.data.views:
-        return None
-    if dataclasses.is_dataclass(ViewConfig):
-        return merge(ViewConfig(), cfg.data.views, prefix="data.views.")
-    return ViewConfig(**cfg.data.views)
-
-
 def make_data(cfg: PretrainConfig, env, start_step: int):
     """The training stream for this rank, as of step `start_step`."""
     from specaware.data.stream import make_loader
     return make_loader(cfg.data.shards, mode="train", batch_size=cfg.data.batch_size,
                        num_workers=cfg.data.num_workers, rank=env.rank,
                        world_size=env.world_size, seed=segment_seed(cfg.train.seed, start_step),
-                       shuffle_buffer=cfg.data.shuffle_buffer, views=_views(cfg),
-                       max_skip_rate=cfg.data.max_skip_rate)
+                       shuffle_buffer=cfg.data.shuffle_buffer, views=view_config(cfg.data.views),
+                       max_skip_rate=cfg.data.max_skip_rate, bucket_by=cfg.data.bucket_by)
 
 
 def to_device(batch, device: torch.device, image_dtype: torch.dtype):
@@ -184,6 +175,7 @@ class Trainer:
             metrics["grad_norm"] = float(norm)
         metrics.update({f"moe/{k}": float(v) for k, v in (out.metrics or {}).items()})
         stats = getattr(self._loader, "stats", None)
+        stats = stats.as_dict() if hasattr(stats, "as_dict") else stats
         if isinstance(stats, dict):
             metrics.update({f"data/{k}": float(v) for k, v in stats.items()
                             if isinstance(v, (int, float))})
@@ -226,11 +218,15 @@ class Trainer:
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 self._log(done, window, batch, out, progress)
                 window = _Window()
+            paused = time.perf_counter()     # panels and saves do not count as step time
             if cfg.wandb.panel_every and done % cfg.wandb.panel_every == 0:
                 self.tracker.panel(_cpu(batch), out, self.patch, done)
             if done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
                 self._save(done)
                 last_saved = done
+            paused = time.perf_counter() - paused
+            window.start += paused
+            progress.last += paused
             fault_point("step", done)
         return {"step": cfg.train.steps, "losses": self.losses, "last_checkpoint": last_saved,
                 "nonfinite_skipped": self.nonfinite_total}
