@@ -6,6 +6,10 @@ Stands on its own: imports torch and einops only (torch.distributed only in `moe
     layer = SoftMoE(dim, num_experts, slots_per_expert, hidden_dim, expert="mlp")
     y, metrics = layer(x, mask=None)     # x [b, n, d]; mask bool [b, n], True = real token
     metrics.as_dict()                    # detached floats for logging
+
+Expert parallelism (not imported here, so `import moe` never touches torch.distributed):
+    from moe.parallel import ExpertParallelSoftMoE, expert_parameters
+    layer = ExpertParallelSoftMoE.from_soft_moe(SoftMoE(...), group)   # e/w experts per rank
 """
 from .dense import DenseMLP
 from .experts import EXPERTS, MLPExperts, SwiGLUExperts, make_experts

@@ -1,0 +1,77 @@
+"""Worker of test_expert_parallel.py, run by torchrun on gloo: the expert-parallel layer must give
+the outputs and gradients of the single-process SoftMoE with the same weights.
+
+Every rank builds the same full layer and global batch (same seed), keeps its own slice of the
+batch (uneven on purpose: rank r gets r+1 samples) and its share of the experts. The loss is the
+sum over the global batch, so expert gradients (which sum every rank's contribution) compare
+directly and router gradients after an all-reduce sum.
+"""
+import sys
+
+import torch
+import torch.distributed as dist
+
+from moe import SoftMoE
+from moe.parallel import ExpertParallelSoftMoE, expert_parameters
+from moe.experts import shard_experts
+
+EXPERTS, SLOTS, DIM, HIDDEN, TOKENS = 4, 3, 8, 16, 7
+
+
+def global_batch(world: int):
+    """x [B, n, d] with B = 1 + 2 + ... + world, a padding mask, and loss weights like y."""
+    total = world * (world + 1) // 2
+    x = torch.randn(total, TOKENS, DIM, dtype=torch.float64)
+    mask = torch.ones(total, TOKENS, dtype=torch.bool)
+    mask[0, -2:] = False                                  # padded tokens on rank 0
+    mask[-1, -3:] = False                                 # and on the last rank
+    return x, mask, torch.randn(total, TOKENS, DIM, dtype=torch.float64)
+
+
+def check(expert: str, rank: int, world: int) -> None:
+    torch.manual_seed(0)
+    full = SoftMoE(DIM, EXPERTS, SLOTS, HIDDEN, expert=expert).double()
+    x, mask, weight = global_batch(world)
+    start, stop = rank * (rank + 1) // 2, (rank + 1) * (rank + 2) // 2
+    local = ExpertParallelSoftMoE.from_soft_moe(full, group=None).double()
+    assert local.experts.num_experts == EXPERTS // world
+
+    x_full = x.clone().requires_grad_(True)
+    y_full, m_full = full(x_full, mask)
+    (y_full * weight).sum().backward()
+
+    x_mine = x[start:stop].clone().requires_grad_(True)
+    y, metrics = local(x_mine, mask[start:stop])
+    (y * weight[start:stop]).sum().backward()
+
+    torch.testing.assert_close(y, y_full[start:stop].detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(x_mine.grad, x_full.grad[start:stop], rtol=1e-10, atol=1e-12)
+    want = shard_experts(full.experts, rank, world)
+    got = dict(expert_parameters(local.experts))
+    assert set(got) == {name for name, _ in want.named_parameters()}
+    for name, param in full.experts.named_parameters():
+        lo = rank * (EXPERTS // world)
+        torch.testing.assert_close(got[name].grad, param.grad[lo:lo + EXPERTS // world],
+                                   rtol=1e-10, atol=1e-12)
+    for name, param in local.router.named_parameters():
+        grad = param.grad.clone()
+        dist.all_reduce(grad)
+        torch.testing.assert_close(grad, full.router.get_parameter(name).grad,
+                                   rtol=1e-10, atol=1e-12)
+    assert metrics.as_dict()["dispatch_entropy"] > 0
+    print(f"EP_OK {expert} rank {rank}", flush=True)
+
+
+def main() -> int:
+    dist.init_process_group("gloo")
+    torch.set_num_threads(1)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    for expert in ("mlp", "swiglu"):
+        check(expert, rank, world)
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
