@@ -8,8 +8,9 @@ Stands on its own: imports torch and einops only (torch.distributed only in `moe
     metrics.as_dict()                    # detached floats for logging
 
 Expert parallelism (not imported here, so `import moe` never touches torch.distributed):
-    from moe.parallel import ExpertParallelSoftMoE, expert_parameters
+    from moe.parallel import ExpertParallelSoftMoE, expert_parallelize, expert_parameters
     layer = ExpertParallelSoftMoE.from_soft_moe(SoftMoE(...), group)   # e/w experts per rank
+    expert_parallelize(model, group)     # every SoftMoE of a model, in place
 """
 from .dense import DenseMLP
 from .experts import EXPERTS, MLPExperts, SwiGLUExperts, make_experts

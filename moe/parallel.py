@@ -125,6 +125,7 @@ class ExpertParallelSoftMoE(SoftMoE):
         world, rank = dist.get_world_size(group), dist.get_rank(group)
         out = cls(layer.dim, layer.num_experts, layer.slots_per_expert, layer.hidden_dim,
                   expert=type(layer.experts), normalize=layer.router.normalize, group=group)
+        out.to(device=layer.router.phi.device, dtype=layer.router.phi.dtype)
         out.router.load_state_dict(layer.router.state_dict())
         out.experts.load_state_dict(shard_experts(layer.experts, rank, world).state_dict())
         return out
@@ -151,6 +152,20 @@ class ExpertParallelSoftMoE(SoftMoE):
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", world={self.world}, rank={self.rank}, "
                 f"local_experts={self.local_experts}")
+
+
+def expert_parallelize(module: nn.Module, group=None) -> nn.Module:
+    """Replace every SoftMoE inside `module` (in place) by this rank's ExpertParallelSoftMoE share,
+    weights kept; returns `module`. Call on every rank of `group` with identical weights, before
+    wrapping the model for data parallelism. A bare SoftMoE is returned converted."""
+    if type(module) is SoftMoE:
+        return ExpertParallelSoftMoE.from_soft_moe(module, group)
+    for name, child in list(module.named_children()):
+        if type(child) is SoftMoE:
+            setattr(module, name, ExpertParallelSoftMoE.from_soft_moe(child, group))
+        else:
+            expert_parallelize(child, group)
+    return module
 
 
 def expert_parameters(module: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from moe import SoftMoE
-from moe.parallel import ExpertParallelSoftMoE, expert_parameters
+from moe.parallel import ExpertParallelSoftMoE, expert_parallelize, expert_parameters
 from moe.experts import shard_experts
 
 EXPERTS, SLOTS, DIM, HIDDEN, TOKENS = 4, 3, 8, 16, 7
@@ -33,7 +33,7 @@ def check(expert: str, rank: int, world: int) -> None:
     full = SoftMoE(DIM, EXPERTS, SLOTS, HIDDEN, expert=expert).double()
     x, mask, weight = global_batch(world)
     start, stop = rank * (rank + 1) // 2, (rank + 1) * (rank + 2) // 2
-    local = ExpertParallelSoftMoE.from_soft_moe(full, group=None).double()
+    local = ExpertParallelSoftMoE.from_soft_moe(full, group=None)
     assert local.experts.num_experts == EXPERTS // world
 
     x_full = x.clone().requires_grad_(True)
@@ -62,12 +62,41 @@ def check(expert: str, rank: int, world: int) -> None:
     print(f"EP_OK {expert} rank {rank}", flush=True)
 
 
+class TwoLayers(torch.nn.Module):
+    """Residual stack of two Soft-MoE layers, as a transformer would hold them."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(SoftMoE(DIM, EXPERTS, SLOTS, HIDDEN) for _ in range(2))
+
+    def forward(self, x, mask):
+        for layer in self.layers:
+            x = x + layer(x, mask)[0]
+        return x
+
+
+def check_conversion(rank: int, world: int) -> None:
+    """expert_parallelize swaps every SoftMoE of a model for its share, outputs unchanged."""
+    torch.manual_seed(1)
+    model = TwoLayers().double()
+    x, mask, _ = global_batch(world)
+    start, stop = rank * (rank + 1) // 2, (rank + 1) * (rank + 2) // 2
+    with torch.no_grad():
+        want = model(x, mask)[start:stop]
+        converted = expert_parallelize(model)
+        assert all(isinstance(layer, ExpertParallelSoftMoE) for layer in converted.layers)
+        torch.testing.assert_close(converted(x[start:stop], mask[start:stop]), want,
+                                   rtol=1e-10, atol=1e-12)
+    print(f"EP_OK convert rank {rank}", flush=True)
+
+
 def main() -> int:
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     rank, world = dist.get_rank(), dist.get_world_size()
     for expert in ("mlp", "swiglu"):
         check(expert, rank, world)
+    check_conversion(rank, world)
     dist.barrier()
     dist.destroy_process_group()
     return 0
