@@ -124,24 +124,34 @@ class LazyCube:
         return tuple(self.raw.shape)
 
     def write_into(self, image: torch.Tensor, valid: torch.Tensor) -> None:
-        """image float32 [C, H, W], valid bool [C, H, W] (slots of a batch) <- decoded pixels."""
+        """image float32 [C, H, W], valid bool [C, H, W] (slots of a batch) <- decoded pixels.
+
+        Every step works in place on the slots (no float32 temporaries): this runs once per
+        tile per epoch and is most of the loader's cost.
+        """
         raw = torch.from_numpy(self.raw)
         image.copy_(raw)
         if raw.dtype == torch.int16:
-            pixel_ok = None if int(raw.min()) > INT16_NODATA else raw != INT16_NODATA
-            if self.scale != 1.0 or self.offset != 0.0:
-                image.mul_(self.scale).add_(self.offset)
-        else:  # a sum is NaN/inf iff some element is, and far cheaper than a boolean scan
-            pixel_ok = None if torch.isfinite(image.sum()) else torch.isfinite(image)
-        if pixel_ok is None:
+            clean = int(raw.min()) > INT16_NODATA
+            if not clean:
+                torch.ne(raw, INT16_NODATA, out=valid)
+            if self.scale != 1.0:
+                image.mul_(self.scale)
+            if self.offset != 0.0:
+                image.add_(self.offset)
+            if not clean:
+                image.mul_(valid)  # sentinel pixels -> 0 (values are finite: no NaN * 0)
+        else:  # a sum is NaN/inf iff some element is, and far cheaper than an elementwise test
+            clean = bool(torch.isfinite(image.sum()))
+            if not clean:
+                _finite_into(raw, valid)
+                image.nan_to_num_(0.0, 0.0, 0.0)  # exactly the non-finite pixels become 0
+        if clean:
             valid.fill_(True)
-        else:
-            valid.copy_(pixel_ok)
-            image.masked_fill_(~pixel_ok, 0.0)
         if not self.band_valid.all():
-            dropped = torch.from_numpy(~self.band_valid)
-            valid[dropped] = False
-            image[dropped] = 0.0
+            dropped = torch.from_numpy(np.flatnonzero(~self.band_valid))
+            valid.index_fill_(0, dropped, False)
+            image.index_fill_(0, dropped, 0.0)
 
     def materialize(self) -> tuple[np.ndarray, np.ndarray]:
         """(image float32 [C, H, W], valid bool [C, H, W]) as numpy arrays."""
@@ -149,6 +159,15 @@ class LazyCube:
         valid = torch.empty(self.shape, dtype=torch.bool)
         self.write_into(image, valid)
         return image.numpy(), valid.numpy()
+
+
+def _finite_into(raw: torch.Tensor, out: torch.Tensor) -> None:
+    """out <- isfinite(raw). A float16 is non-finite iff its exponent bits are all ones; testing
+    the bits is several times faster than `torch.isfinite` on CPU."""
+    if raw.dtype == torch.float16:
+        torch.ne(raw.view(torch.int16).bitwise_and(0x7C00), 0x7C00, out=out)
+    else:
+        out.copy_(torch.isfinite(raw))
 
 
 def _npy_view(buffer: mmap.mmap, offset: int, size: int) -> np.ndarray:

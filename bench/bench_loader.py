@@ -1,0 +1,203 @@
+"""Loader throughput versus a plain `np.load` of the same arrays from memory (issue 2).
+
+Writes a shard set of 128x128 tiles with 224 AVIRIS-Classic bands (float16 or int16, a few
+invalid pixels, absorption bands flagged, like `specaware shard` output) to a temp dir, then
+measures side by side in one run, in tiles/s over the same number of tiles:
+- plain:  `np.load` of every tile's `.npy` bytes already held in memory, converted to float32
+          (int16: times its scale), in one process: the floor of any reader that hands float32
+          pixels to a model. The raw `np.load` without conversion is printed for information;
+- loader: `make_loader(..., num_workers=2)` batches (float32 image, bool valid mask, band
+          metadata, padded and collated into shared memory) read from the shard files (page
+          cache warm). Train stream in steady state: workers started and 2 batches per worker
+          consumed before the clock starts. The eval pass is timed whole, worker start-up
+          included (it is what one evaluation costs).
+Each figure is the median of `--repeats` passes; plain passes run before and after the loader
+so drift of a shared machine shows up in both. Prints tiles/s and the ratio loader / plain;
+target: ratio >= 0.7 for the train stream. Run:
+
+    PYTHONPATH=. .venv/bin/python bench/bench_loader.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import statistics
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from specaware.data.codec import encode_sample
+from specaware.data.sample import make_sample
+from specaware.data.shard import ShardWriter, make_key
+from specaware.data.stream import make_loader
+from specaware.data.views import ViewConfig
+from specaware.sensors import get_sensor
+
+TARGET = 0.7
+
+
+def write_shards(out: Path, tiles: int, size: int, per_shard: int, dtype: str) -> None:
+    """`tiles` AVIRIS-Classic tiles [224, size, size] in shards of `per_shard` samples."""
+    sensor = get_sensor("aviris-classic")
+    rng = np.random.default_rng(0)
+    band_valid = ~sensor.absorption_mask()
+    base = rng.uniform(0.02, 0.6, (sensor.num_bands, 1, 1)).astype(np.float32)
+    with ShardWriter(out, shard_size=per_shard) as writer:
+        for i in range(tiles):
+            noise = rng.standard_normal((sensor.num_bands, size, size), dtype=np.float32)
+            cube = base + 0.01 * noise
+            valid = np.ones((size, size), bool)
+            if i % 2:  # half the tiles carry a few invalid pixels (the slower decode path)
+                valid[rng.integers(0, size, 20), rng.integers(0, size, 20)] = False
+            key = make_key("bench", row=i * size, col=0)
+            sample = make_sample(cube, sensor.wavelength, sensor.fwhm, valid=valid, gsd=15.0,
+                                 sensor=sensor.name, level="L2", meta={"key": key})
+            writer.add(key, encode_sample(sample, dtype=dtype, band_valid=band_valid),
+                       row={"sensor": sensor.name, "bands": sensor.num_bands, "descriptors": {}})
+
+
+def read_members(out: Path) -> tuple[list[bytes], list[float]]:
+    """(`.npy` bytes, int16 scale) of every tile, in shard order, held in memory."""
+    blobs, scales = [], []
+    for shard in sorted(out.glob("shard-*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                payload = tar.extractfile(member).read()
+                if member.name.endswith(".npy"):
+                    blobs.append(payload)
+                elif member.name.endswith(".json"):
+                    scales.append(float(json.loads(payload).get("scale", 1.0)))
+    return blobs, scales
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished (joined) children."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def cpu_ms_per_tile(fn, tiles: int) -> float:
+    """CPU milliseconds per tile spent by `fn()` in this process and the workers it joined.
+    Unlike tiles/s this barely depends on what else runs on the machine."""
+    start = cpu_seconds()
+    fn()
+    return (cpu_seconds() - start) * 1e3 / tiles
+
+
+def plain_rate(blobs: list[bytes], scales: list[float], to_float32: bool) -> float:
+    """Tiles/s of `np.load` from in-memory bytes (optionally to float32 times the scale)."""
+    start = time.perf_counter()
+    for blob, scale in zip(blobs, scales):
+        array = np.load(io.BytesIO(blob))
+        if to_float32:
+            scaled = array.dtype == np.int16 and scale != 1.0
+            array = array.astype(np.float32)
+            if scaled:
+                array *= np.float32(scale)
+    return len(blobs) / (time.perf_counter() - start)
+
+
+def eval_rate(out: Path, batch_size: int, workers: int, tiles: int) -> float:
+    """Tiles/s of one whole eval pass (worker start-up included); checks the tile count."""
+    start, seen = time.perf_counter(), 0
+    for batch in make_loader(out, mode="eval", batch_size=batch_size, num_workers=workers):
+        seen += batch["image"].shape[0]
+    rate = seen / (time.perf_counter() - start)
+    if seen != tiles:
+        raise RuntimeError(f"eval pass gave {seen} tiles, expected {tiles}")
+    return rate
+
+
+def train_rates(out: Path, batch_size: int, workers: int, tiles: int, repeats: int,
+                views: ViewConfig | None = None) -> list[float]:
+    """Steady-state tiles/s of the infinite train stream: `repeats` windows of `tiles` tiles
+    each, after a warm-up of 2 batches per worker (start-up, first shard reads)."""
+    if tiles % batch_size:
+        raise ValueError(f"tiles ({tiles}) must be a multiple of the batch size ({batch_size})")
+    stream = iter(make_loader(out, mode="train", batch_size=batch_size, num_workers=workers,
+                              shuffle_buffer=16, views=views))
+    for _ in range(2 * max(workers, 1)):
+        next(stream)
+    rates = []
+    for _ in range(repeats):
+        start, seen = time.perf_counter(), 0
+        while seen < tiles:
+            seen += next(stream)["image"].shape[0]
+        rates.append(seen / (time.perf_counter() - start))
+    return rates
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def measure(out: Path, args, tiles: int) -> dict[str, float]:
+    """Median tiles/s of every variant, plain passes before and after the loader's."""
+    blobs, scales = read_members(out)
+    plain_rate(blobs, scales, True)  # warm-up: allocator, imports
+    plain = [plain_rate(blobs, scales, True) for _ in range(args.repeats)]
+    raw = [plain_rate(blobs, scales, False) for _ in range(args.repeats)]
+    eval_rate(out, args.batch_size, args.workers, tiles)  # warm the page cache
+    evals = [eval_rate(out, args.batch_size, args.workers, tiles) for _ in range(args.repeats)]
+    train = train_rates(out, args.batch_size, args.workers, tiles, args.repeats)
+    cpu_plain = cpu_ms_per_tile(lambda: plain_rate(blobs, scales, True), tiles)
+    cpu_loader = cpu_ms_per_tile(lambda: eval_rate(out, args.batch_size, args.workers, tiles),
+                                 tiles)
+    views = ViewConfig(crop=96, flip=True, rotate=True, spectral="window", min_bands=64)
+    viewed = train_rates(out, args.batch_size, args.workers, tiles, 1, views)
+    plain += [plain_rate(blobs, scales, True) for _ in range(args.repeats)]
+    raw += [plain_rate(blobs, scales, False) for _ in range(args.repeats)]
+    return {"plain": _median(plain), "raw": _median(raw), "eval": _median(evals),
+            "train": _median(train), "views": _median(viewed),
+            "cpu_plain": cpu_plain, "cpu_loader": cpu_loader}
+
+
+def report(r: dict[str, float], dtype: str) -> None:
+    plain = r["plain"]
+    print(f"plain np.load -> float32      : {plain:8.1f} tiles/s   (reference)")
+    print(f"plain np.load, raw {dtype:<8}   : {r['raw']:8.1f} tiles/s   "
+          f"ratio {r['raw'] / plain:.2f} (no conversion; for information)")
+    print(f"loader train stream (steady) : {r['train']:8.1f} tiles/s   "
+          f"ratio {r['train'] / plain:.2f}")
+    print(f"loader eval pass (with start): {r['eval']:8.1f} tiles/s   "
+          f"ratio {r['eval'] / plain:.2f}")
+    print(f"loader train + views         : {r['views']:8.1f} tiles/s   "
+          f"ratio {r['views'] / plain:.2f} (crop 96, flips, rotations, spectral window; "
+          f"for information)")
+    print(f"CPU time per tile            : plain {r['cpu_plain']:.1f} ms, loader eval "
+          f"{r['cpu_loader']:.1f} ms (main + workers, start-up included); ratio "
+          f"{r['cpu_plain'] / r['cpu_loader']:.2f} (load-independent; for information)")
+    met = r["train"] / plain >= TARGET
+    print(f"target: train stream ratio >= {TARGET:.2f} of the plain read -> "
+          f"{'met' if met else 'NOT met'}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer tiles (about a minute)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--dtype", choices=("float16", "int16"), default="float16")
+    parser.add_argument("--repeats", type=int, default=None, help="passes per figure")
+    args = parser.parse_args(argv)
+    tiles, size, per_shard = (48, 128, 8) if args.quick else (160, 128, 16)
+    args.repeats = args.repeats or (3 if args.quick else 5)
+    with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
+        out = Path(tmp)
+        write_shards(out, tiles, size, per_shard, args.dtype)
+        print(f"bench_loader: {tiles} tiles of 224 x {size} x {size} {args.dtype} in "
+              f"{tiles // per_shard} shards, batch {args.batch_size}, {args.workers} workers, "
+              f"median of {args.repeats} passes")
+        results = measure(out, args, tiles)
+    report(results, args.dtype)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
