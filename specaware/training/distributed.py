@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import typing
 from typing import Mapping, MutableMapping
 
@@ -245,6 +246,23 @@ def broadcast_object(obj, src: int = 0):
 
 
 def shutdown() -> None:
+    """Destroy the process group and DeepSpeed's caches of its sub-groups, so a later
+    `setup` in the same process (a notebook, a test session, a sweep) starts clean."""
     dist = _dist()
     if dist is not None:
         dist.destroy_process_group()
+    _forget_deepspeed_groups()
+
+
+def _forget_deepspeed_groups() -> None:
+    """DeepSpeed caches groups (a clone of the world group, data/expert-parallel groups) at
+    module level; after the process group is gone they point at nothing and the next
+    `deepspeed.initialize` fails with 'Group ... is not registered'."""
+    groups = sys.modules.get("deepspeed.utils.groups")
+    if groups is None:
+        return
+    for name, value in list(vars(groups).items()):
+        if name.startswith("_") and name.endswith(("_GROUP", "_GROUP_RANKS")):
+            setattr(groups, name, {} if isinstance(value, dict) else None)
+    if hasattr(groups, "mesh_device"):
+        groups.mesh_device = None
