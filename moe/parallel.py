@@ -18,9 +18,11 @@ sizes may differ between ranks (one tiny all_gather of b per call sizes the exch
 Gradient bookkeeping for the trainer (this layer does no reduction of its own):
 - router and every non-expert weight: a replica per rank, all-reduce as usual (DDP/DeepSpeed);
 - expert weights (marked `param.expert_parallel = True`, listed by `expert_parameters`): never
-  broadcast or all-reduced inside the group; their gradient already sums the contributions of
-  every rank's loss, so with loss averaging over w data-parallel ranks divide it by w (and
-  all-reduce it only across replicas of the same shard when the world is larger than the group).
+  broadcast or all-reduced inside the group (torch DDP:
+  `DistributedDataParallel._set_params_and_buffers_to_ignore_for_model`). Their gradient already
+  sums the contributions of the losses of all w ranks of the group. Where the trainer averages
+  the loss over W data-parallel ranks (W = w, or W = w * replicas of the group), sum it over the
+  replicas of the same shard (if any) and divide by W to get the gradient of that average.
 
 This is the only file of `moe` that imports torch.distributed; the process group comes from the
 outside (the training module owns process groups).
