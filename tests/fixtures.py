@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import rasterio
@@ -148,11 +148,15 @@ def write_tiny_shards(out_dir, *, sensors: Sequence[str] = ("aviris-ng", "sentin
                       max_bands: int | None = 24, num_shards: int = 2, per_shard: int = 4,
                       tile: int = 16, dtype: str = "float16", seed: int = 0,
                       invalid_fraction: float = 0.05, labels: int | None = None,
-                      overwrite: bool = False) -> dict[str, Any]:
+                      overwrite: bool = False,
+                      descriptors: Callable[[int], dict[str, Any]] | None = None,
+                      ) -> dict[str, Any]:
     """A small shard set: num_shards x per_shard samples, sensors taken in turn.
 
     Each sample is a synthetic reflectance tile with about `invalid_fraction` invalid pixels;
     absorption bands are flagged in band_valid. `labels=K` adds meta["label"] in [0, K).
+    `descriptors(i)` gives sample i's descriptors (default: landcover and climate_zone cycling
+    over 3 and 2 values), e.g. to build a skewed set for curation tests.
     Returns the manifest (also written to out_dir/manifest.json).
     """
     rng = np.random.default_rng(seed)
@@ -164,18 +168,19 @@ def write_tiny_shards(out_dir, *, sensors: Sequence[str] = ("aviris-ng", "sentin
             cube = synthetic_cube(wl, tile, tile, seed=seed * 1000 + i)
             valid = rng.random((tile, tile)) >= invalid_fraction
             key = make_key(f"tiny-{name}", row=i * tile, col=0)
-            descriptors = {"landcover": ["water", "vegetation", "bare"][i % 3],
-                           "climate_zone": ["temperate", "tropical"][i % 2]}
+            described = descriptors(i) if descriptors else {
+                "landcover": ["water", "vegetation", "bare"][i % 3],
+                "climate_zone": ["temperate", "tropical"][i % 2]}
             meta = {"key": key, "scene": f"tiny-{name}", "crs": UTM_11N,
                     "transform": [2.0, 0.0, ORIGIN[0], 0.0, -2.0, ORIGIN[1] - 2.0 * i * tile],
-                    "descriptors": descriptors}
+                    "descriptors": described}
             if labels:
                 meta["label"] = int(i % labels)
             sample = make_sample(cube, wl, fwhm, valid=valid, gsd=2.0, sensor=name,
                                  level="L2", meta=meta)
             band_valid = ~absorption_mask(wl, get_sensor(name).absorption_ranges)
             writer.add(key, encode_sample(sample, dtype=dtype, band_valid=band_valid),
-                       row={"sensor": name, "bands": len(wl), "descriptors": descriptors})
+                       row={"sensor": name, "bands": len(wl), "descriptors": described})
     return writer.manifest
 
 

@@ -27,6 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tiles to decode for invalid fraction / value range (64; 0 = all)")
     parser.add_argument("--keys", type=int, default=5, help="sample keys to list (5)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    group = parser.add_argument_group("curation preview (see specaware/data/curate.py)")
+    group.add_argument("--balance", default="",
+                       help="comma-separated descriptors to balance over, e.g. "
+                            "landcover,climate_zone,sensor ('name:N' bins a numeric one)")
+    group.add_argument("--min-entropy", type=float, default=None,
+                       help="remove tiles below this entropy (bits)")
+    group.add_argument("--drop-quantile", type=float, default=None,
+                       help="remove this fraction of tiles with the lowest entropy")
+    group.add_argument("--max-oversample", type=float, default=10.0,
+                       help="cap on how much more often a small stratum is drawn (10)")
 
 
 def _tar_members(path: Path) -> tuple[dict[str, dict[str, bytes]] | None, str | None]:
@@ -128,16 +138,35 @@ def _problems(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def _curation(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Curation report for the --balance/--min-entropy/--drop-quantile options, or None."""
+    balance = [b.strip() for b in (getattr(args, "balance", "") or "").split(",") if b.strip()]
+    min_entropy = getattr(args, "min_entropy", None)
+    drop_quantile = getattr(args, "drop_quantile", None)
+    if not balance and min_entropy is None and not drop_quantile:
+        return None
+    from specaware.data.curate import curate
+    from specaware.data.shard import read_manifest
+
+    return curate(read_manifest(args.dir)["tiles"], balance, min_entropy, drop_quantile,
+                  getattr(args, "max_oversample", 10.0)).report
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         summary = summarise(args.dir, samples=args.samples, keys=args.keys)
+        curation = _curation(args)
     except (FileNotFoundError, ValueError) as err:
         print(f"specaware inspect: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(summary, indent=1))
+        print(json.dumps(summary if curation is None else {**summary, "curation": curation},
+                         indent=1))
     else:
         _print_summary(summary)
+        if curation is not None:
+            from specaware.data.curate import format_report
+            print("\n".join(format_report(curation)))
     problems = _problems(summary)
     for line in problems:
         print(f"problem: {line}", file=sys.stderr)

@@ -10,7 +10,8 @@ by sample index) -> decode -> shuffle buffer (train) -> views -> bucketed batche
 train: resampled and infinite. Each worker draws shards at random with replacement from its
   partition: shards are split over rank x worker when there are enough of them, else over
   ranks, else every worker draws from all; the random stream differs per rank, worker, seed
-  and epoch. `epoch_samples` (per rank) only marks epoch boundaries (webdataset `with_epoch`).
+  and epoch. With curation weights every worker draws from all shards (a partition would give
+  each worker's shards the same share of the stream whatever their weights). `epoch_samples` (per rank) only marks epoch boundaries (webdataset `with_epoch`).
   The shuffle buffer mixes the samples of several resampled shards inside each worker and the
   workers' batches interleave, which mixes the stream across workers without moving pixels
   through the main process a second time.
@@ -324,6 +325,10 @@ class _Worker:
 
     def partition(self) -> list[str]:
         urls, spec = self.spec.urls, self.spec
+        if self.train and spec.weights is not None:
+            # every worker yields the same number of samples, so weighted draws are unbiased
+            # only if each worker draws from all shards (curation strata cluster in shards)
+            return urls
         if len(urls) >= self.count:
             return urls[self.index::self.count]
         if self.train and len(urls) >= spec.world_size:
