@@ -56,10 +56,12 @@ def test_unlabelled_micrometre_tags_are_recognised_by_magnitude(tmp_path, cube):
     np.testing.assert_allclose(scene.fwhm[1:-1], np.gradient(WL)[1:-1], rtol=0.05)  # estimated
 
 
-def test_no_wavelengths_and_no_sensor_fails_naming_the_file(tmp_path, cube):
-    path = write_envi(tmp_path / "bare_scene.img", cube)
-    with pytest.raises(RasterMetadataError, match=r"bare_scene\.img: no wavelengths found.*"
-                                                  r"--sensor NAME"):
+@pytest.mark.parametrize("fmt", ["envi", "geotiff"])
+def test_no_wavelengths_and_no_sensor_fails_naming_the_file(tmp_path, cube, fmt):
+    path = (write_envi(tmp_path / "bare_scene.img", cube) if fmt == "envi" else
+            write_geotiff(tmp_path / "bare_scene.tif", cube, style=None))
+    with pytest.raises(RasterMetadataError, match=rf"{path.name.replace('.', '[.]')}: no "
+                                                  r"wavelengths found.*--sensor NAME"):
         open_scene(path)
 
 

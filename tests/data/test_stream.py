@@ -90,13 +90,32 @@ def test_truncated_shard_is_skipped_and_counted(shards, tmp_path):
     assert any("truncated" in reason for reason in stats.skipped)
 
 
-def test_garbled_member_is_skipped_with_its_key(tmp_path):
-    write_tiny_shards(tmp_path, num_shards=2, per_shard=3, tile=8, max_bands=12)
+def test_garbled_member_is_skipped_with_its_key(tmp_path, caplog):
+    manifest = write_tiny_shards(tmp_path, num_shards=2, per_shard=3, tile=8, max_bands=12)
     corrupt_shard(tmp_path / "shard-000001.tar", "garble", member=3)  # 2nd sample's .npy
     loader = make_loader(tmp_path, mode="eval", batch_size=2, num_workers=0, max_skip_rate=0.5)
-    assert len(_keys(loader)) == 5
+    with caplog.at_level("WARNING", logger="specaware.data.stream"):
+        assert len(_keys(loader)) == 5
     assert loader.stats.skipped == {"corrupt sample": 1}
     assert "shard-000001.tar" in loader.stats.examples[0]
+    broken = manifest["tiles"][4]["key"]  # 2nd sample of the 2nd shard
+    assert any("shard-000001.tar" in r.message and broken in r.message for r in caplog.records)
+
+
+def test_mixed_sensor_batches_from_the_loader_carry_the_right_band_mask(tmp_path):
+    manifest = write_tiny_shards(tmp_path, sensors=("aviris-ng", "sentinel-2a"), num_shards=2,
+                                 per_shard=3, tile=8, max_bands=24)
+    bands = {row["key"]: row["bands"] for row in manifest["tiles"]}
+    assert set(bands.values()) == {24, 13}  # thinned AVIRIS-NG and Sentinel-2 in one set
+    for batch in make_loader(tmp_path, mode="eval", batch_size=3, num_workers=0):
+        c = batch["image"].shape[1]
+        for i, meta in enumerate(batch["meta"]):
+            n = bands[meta["key"]]
+            assert batch["band_mask"][i].tolist() == [True] * n + [False] * (c - n)
+            assert not batch["valid"][i, n:].any() and batch["image"][i, n:].abs().sum() == 0
+            assert (batch["wavelength"][i, :n] > 0).all() and batch["valid"][i, :n].any()
+        assert batch["sensor"] == [("sentinel-2a" if bands[m["key"]] == 13 else "aviris-ng")
+                                   for m in batch["meta"]]
 
 
 def test_mostly_corrupt_set_fails_naming_the_shards(tmp_path):
