@@ -12,8 +12,8 @@ truncated. Shapes (INTERFACES.md "A batch"):
     label      optional LongTensor [B] (scene label) or [B, H, W] (mask)
 
 A sample's `image` may also be a lazy cube (anything with `.shape` and
-`write_into(image_out, valid_out)`, see `stream.LazyCube`): it is decoded straight into its slot
-of the batch, which saves one full copy of the pixels per tile. Inside a DataLoader worker the
+`write_into(image_out, valid_out)`, see `shard_reader.LazyCube`): it is decoded straight into
+its slot of the batch, which saves one full copy of the pixels per tile. Inside a DataLoader worker the
 batch tensors are allocated in shared memory, so handing the batch to the main process copies
 nothing.
 
