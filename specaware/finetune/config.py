@@ -49,7 +49,10 @@ class ProtocolConfig:
     val_fraction: Optional[float] = None
     test_fraction: float = 0.2        # tiles/GeoTIFF: share of tiles held out for test
     seeds: list[int] = field(default_factory=lambda: [0])
-    patch: int = 8                    # pixel-patch size for pixel-wise classification
+    # pixel-patch size for pixel-wise classification. The encoder standardises each band per
+    # sample, so a one-token patch inside a homogeneous field holds only noise: give the pixel
+    # context of several tokens (24 = 3 x 3 tokens at patch size 8).
+    patch: int = 24
     tile: int = 32                    # tile size for dense heads (segmentation, change)
     stride: int = 0                   # 0 = tile (no overlap)
 
@@ -79,6 +82,7 @@ class OptimConfig:
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0
     patience: int = 8                 # epochs without validation gain before stopping
+    class_weight: Literal["none", "balanced"] = "none"   # balanced: inverse class frequency
     max_steps_per_epoch: int = 0      # 0 = whole training set
     num_workers: int = 0
 

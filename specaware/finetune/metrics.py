@@ -84,7 +84,7 @@ def task_metrics(cm: np.ndarray, task: str) -> dict:
     return change_metrics(cm) if task == "change" else classification_metrics(cm)
 
 
-HEADLINE = {"classification": "oa", "segmentation": "miou", "change": "f1"}
+HEADLINE = {"classification": "oa", "segmentation": "miou", "change": "kappa"}
 
 
 def summarize(runs: list[dict]) -> dict[str, tuple[float, float]]:

@@ -1,6 +1,8 @@
 """The plain fine-tuning loop: AdamW (lower learning rate for encoder weights, no decay on norms
 and biases), warmup + cosine schedule, validation every epoch, early stopping on the task's
-headline metric (OA / mIoU / change F1), best weights kept and saved as safetensors.
+headline metric (OA / mIoU / change kappa: unlike F1, kappa gives a constant all-change map 0),
+best weights kept and saved as safetensors. `class_weight=balanced` weights the loss by inverse
+class frequency (change maps are mostly "no change").
 
 Losses ignore unlabelled targets (-1). Batches follow INTERFACES.md "A batch"; change batches
 are {"t1": batch, "t2": batch, "label": [B, H, W]}.
@@ -79,8 +81,26 @@ def evaluate(model: nn.Module, loader, task: str, num_classes: int,
     return cm, task_metrics(cm, task)
 
 
+def class_weights(loader, task: str, num_classes: int, max_batches: int = 200) -> torch.Tensor:
+    """Inverse-frequency weights [K] (mean 1 over the classes present) from the labels of up to
+    `max_batches` training batches. Change maps are mostly "no change"; unweighted cross-entropy
+    then sits in the all-no-change minimum for many epochs."""
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        labels = batch["label"].reshape(-1)
+        labels = labels[labels != IGNORE]
+        counts += torch.bincount(labels, minlength=num_classes)[:num_classes].double()
+    present = counts > 0
+    weights = torch.zeros(num_classes, dtype=torch.float64)
+    weights[present] = counts[present].sum() / (present.sum() * counts[present])
+    log.info("class weights (%s): %s", task, [round(float(w), 3) for w in weights])
+    return weights.float()
+
+
 def _train_epoch(model, loader, optimizer, scheduler, cfg: OptimConfig, task: str, device,
-                 bar) -> float:
+                 bar, weight: torch.Tensor | None = None) -> float:
     model.train()
     total, count = 0.0, 0
     for step, batch in enumerate(loader):
@@ -90,7 +110,7 @@ def _train_epoch(model, loader, optimizer, scheduler, cfg: OptimConfig, task: st
         logits, labels = logits_and_labels(model, batch, task)
         if (labels == IGNORE).all():
             continue
-        loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+        loss = F.cross_entropy(logits, labels, weight=weight, ignore_index=IGNORE)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -120,11 +140,14 @@ def fit(model: nn.Module, train_loader, val_loader, task: str, num_classes: int,
         len(train_loader), cfg.max_steps_per_epoch)
     scheduler = _schedule(optimizer, steps * cfg.epochs, cfg.warmup_fraction)
     metric = HEADLINE[task]
+    weight = (class_weights(train_loader, task, num_classes).to(device)
+              if cfg.class_weight == "balanced" else None)
     result, best_state, waited = FitResult(-1, -math.inf), None, 0
     with tqdm(total=steps * cfg.epochs, disable=not progress, desc=f"finetune {task}",
               dynamic_ncols=True) as bar:
         for epoch in range(cfg.epochs):
-            loss = _train_epoch(model, train_loader, optimizer, scheduler, cfg, task, device, bar)
+            loss = _train_epoch(model, train_loader, optimizer, scheduler, cfg, task, device, bar,
+                                weight)
             _, val = evaluate(model, val_loader, task, num_classes, device)
             score = val[metric] if not math.isnan(val[metric]) else -math.inf
             result.history.append({"epoch": epoch, "loss": loss, f"val_{metric}": val[metric]})

@@ -21,11 +21,12 @@ def class_spectra(wavelength: np.ndarray, k: int) -> np.ndarray:
     return 0.15 + 0.5 * np.exp(-((wavelength[None] - centres[:, None]) / width) ** 2)
 
 
-def class_layout(h: int, w: int, k: int, seed: int = 0) -> np.ndarray:
-    """[H, W] classes 0..k-1 in 4x4 blocks, random per block, so every class appears often."""
+def class_layout(h: int, w: int, k: int, seed: int = 0, block: int = 8) -> np.ndarray:
+    """[H, W] classes 0..k-1 in square blocks, every class in turn so all of them appear."""
     rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, k, size=(-(-h // 4), -(-w // 4)))
-    return np.kron(blocks, np.ones((4, 4), np.int64))[:h, :w]
+    nb = (-(-h // block), -(-w // block))
+    blocks = rng.permutation(np.arange(nb[0] * nb[1]) % k).reshape(nb)
+    return np.kron(blocks, np.ones((block, block), np.int64))[:h, :w]
 
 
 def cube_from_layout(layout: np.ndarray, wavelength: np.ndarray, k: int, seed: int = 0,
@@ -51,18 +52,18 @@ def write_indian_pines(folder: Path, h: int = 24, w: int = 24, k: int = 4,
     return image, labels
 
 
-def change_pair(h: int, w: int, wl1: np.ndarray, wl2: np.ndarray, seed: int = 0):
-    """Two dates of one layout; squares of the second date switch class -> (cube1, cube2, mask)."""
+def change_pair(h: int, w: int, wl1: np.ndarray, wl2: np.ndarray, seed: int = 0,
+                block: int = 8, share: float = 0.3):
+    """Two dates of one field layout where about `share` of the fields (blocks) switch class by
+    the second date, as when a field changes crop -> (cube1 [H, W, C1], cube2 [H, W, C2],
+    change mask [H, W] 0/1)."""
     rng = np.random.default_rng(seed)
-    before = class_layout(h, w, 3, seed)
-    after = before.copy()
-    mask = np.zeros((h, w), np.int64)
-    for _ in range(max(2, h * w // 120)):
-        r, c = rng.integers(0, h - 6), rng.integers(0, w - 6)
-        after[r:r + 6, c:c + 6] = (before[r:r + 6, c:c + 6] + 1) % 3
-        mask[r:r + 6, c:c + 6] = 1
+    before = class_layout(h, w, 3, seed, block)
+    nb = (-(-h // block), -(-w // block))
+    changed = np.kron(rng.random(nb) < share, np.ones((block, block), bool))[:h, :w]
+    after = np.where(changed, (before + 1) % 3, before)
     return (cube_from_layout(before, wl1, 3, seed), cube_from_layout(after, wl2, 3, seed + 7),
-            mask)
+            changed.astype(np.int64))
 
 
 def write_bay_area(folder: Path, h: int = 32, w: int = 32, seed: int = 0):
