@@ -35,7 +35,9 @@ class DataConfig:
     sensor: str = ""              # catalogue name when a GeoTIFF carries no wavelengths
     sensor2: str = ""
     normalize: Literal["auto", "none", "minmax", "standard"] = "auto"
-    zero_is_unlabelled: bool = True   # GeoTIFF masks: 0 = unlabelled, classes 1..K
+    # GeoTIFF masks: true = 0 is unlabelled and classes are 1..K; false = classes 0..K-1 as
+    # stored; unset = true for classification/segmentation, false for change (0 = no change)
+    zero_is_unlabelled: Optional[bool] = None
     ignore_value: int = 255           # GeoTIFF mask value that means unlabelled
     num_classes: int = 0              # 0 = infer from the data
 

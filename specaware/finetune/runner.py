@@ -107,18 +107,25 @@ def _tile_split(cfg: FinetuneConfig, seed: int, dataset, labels=None) -> Prepare
     return Prepared(*_loaders(cfg, seed, *sets), 0, [], {"tile": cfg.protocol.tile})
 
 
+def _zero_is_unlabelled(cfg: FinetuneConfig) -> bool:
+    """Unset: change masks keep 0 (= no change); class masks use 0 for unlabelled."""
+    flag = cfg.data.zero_is_unlabelled
+    return cfg.task != "change" if flag is None else bool(flag)
+
+
 def _prepare_geotiff(cfg: FinetuneConfig, seed: int) -> Prepared:
     from specaware.finetune.datasets.geotiff import GeoTiffTiles, read_labelled_scene
     d = cfg.data
+    zero = _zero_is_unlabelled(cfg)
     if not d.images or not d.masks:
         raise ValueError("data.kind=geotiff needs data.images=[...] and data.masks=[...]")
     if cfg.task == "classification":
         scene = read_labelled_scene(d.images[0], d.masks[0], d.sensor, d.wavelength, d.normalize,
-                                    d.zero_is_unlabelled, d.ignore_value, d.num_classes)
+                                    zero, d.ignore_value, d.num_classes)
         return _pixel_or_tiles(cfg, seed, scene)
     tiles = GeoTiffTiles(d.images, d.masks, cfg.protocol.tile, cfg.protocol.stride,
                          d.images2 if cfg.task == "change" else None, d.sensor, d.sensor2,
-                         d.wavelength, d.wavelength2, d.normalize, d.zero_is_unlabelled,
+                         d.wavelength, d.wavelength2, d.normalize, zero,
                          d.ignore_value)
     prepared = _tile_split(cfg, seed, tiles)
     k = d.num_classes or _max_label(tiles) + 1
