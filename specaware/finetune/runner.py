@@ -131,12 +131,17 @@ def _prepare_geotiff(cfg: FinetuneConfig, seed: int) -> Prepared:
     k = d.num_classes or _max_label(tiles) + 1
     if cfg.task == "change":
         k = max(k, 2)
-    names = ["no change"] + [f"change_{i}" for i in range(1, k)] if cfg.task == "change" else \
-        [f"class_{i + 1}" for i in range(k)]
+    names = _class_names(cfg.task, k)
     prepared.data_meta["normalization"] = tiles.infos[0].normalization
     if tiles.infos2:
         prepared.data_meta["normalization_t2"] = tiles.infos2[0].normalization
     return replace(prepared, num_classes=k, class_names=names)
+
+
+def _class_names(task: str, k: int) -> list[str]:
+    if task != "change":
+        return [f"class_{i + 1}" for i in range(k)]
+    return ["no change", "change"] if k == 2 else ["no change"] + [f"change_{i}" for i in range(1, k)]
 
 
 def _max_label(tiles) -> int:

@@ -1,0 +1,140 @@
+"""End to end as a user runs it: `specaware finetune` with `--init both` on generated GeoTIFFs
+(segmentation, cross-sensor change, pixel classification), then `specaware predict` on a scene.
+One small run per task is shared by the assertions (module-scoped fixtures)."""
+import argparse
+import contextlib
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from fixtures import change_pair, write_export, write_geotiff, write_mask, write_segmentation_pair
+
+from specaware.finetune import cli, predict
+from specaware.finetune.checkpoint import load_finetuned
+from specaware.finetune.metrics import classification_metrics
+
+CONFIGS = Path(__file__).parents[2] / "configs" / "finetune"
+SMALL = ["optim.epochs=2", "optim.batch_size=4", "model.decoder_width=16", "protocol.seeds=[0]",
+         "protocol.tile=16", "protocol.val_fraction=0.25", "protocol.test_fraction=0.25"]
+
+
+def _run(parser_module, argv: list[str]) -> str:
+    parser = argparse.ArgumentParser()
+    parser_module.add_arguments(parser)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert parser_module.main(parser.parse_args([str(a) for a in argv])) == 0
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    path, _ = write_export(tmp_path_factory.mktemp("export"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def segmentation_run(tmp_path_factory, export):
+    folder = tmp_path_factory.mktemp("seg")
+    image, mask = write_segmentation_pair(folder, h=48, w=48)
+    out = folder / "run"
+    printed = _run(cli, ["--task", "segmentation", "--config", CONFIGS / "segmentation.yaml",
+                         "--init", "both", "--checkpoint", export, "--out", out, "--no-progress",
+                         f"data.images=[{image}]", f"data.masks=[{mask}]", *SMALL])
+    return {"image": image, "mask": mask, "out": out, "printed": printed, "export": export}
+
+
+def test_init_both_prints_pretrained_and_random_columns(segmentation_run):
+    lines = segmentation_run["printed"].splitlines()
+    header = next(line for line in lines if line.startswith("task"))
+    assert header.split() == ["task", "metric", "pretrained", "random"]
+    rows = [line.split() for line in lines if line.startswith("segmentation")]
+    assert [r[1] for r in rows] == ["miou", "oa", "mean_f1"]
+    assert all(r.count("±") == 2 for r in rows)
+    results = json.loads((segmentation_run["out"] / "results.json").read_text())
+    assert set(results["results"]) == {"pretrained", "random"}
+
+
+def test_each_init_keeps_its_checkpoint_and_encoder_source(segmentation_run):
+    for init, source in (("pretrained", str(segmentation_run["export"])), ("random", None)):
+        run = segmentation_run["out"] / init / "seed0"
+        meta = json.loads((run / "best.json").read_text())
+        assert meta["encoder"]["pretrained_from"] == source and meta["task"] == "segmentation"
+        model, _ = load_finetuned(run / "best.safetensors")
+        assert not model.training
+
+
+def test_confusion_matrix_csv_matches_the_reported_metrics(segmentation_run):
+    run = segmentation_run["out"] / "pretrained" / "seed0"
+    with open(run / "confusion.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][0] == "reference\\predicted" and len(rows) == len(rows[0])
+    cm = np.array([[int(v) for v in r[1:]] for r in rows[1:]])
+    reported = json.loads((run / "metrics.json").read_text())
+    assert cm.sum() > 0
+    assert classification_metrics(cm)["miou"] == pytest.approx(reported["miou"])
+    with rasterio.open(run / "confusion.png") as png:
+        assert png.count >= 3 and png.width > 200
+
+
+def test_predict_keeps_crs_and_transform_and_writes_a_preview(segmentation_run, tmp_path):
+    ckpt = segmentation_run["out"] / "pretrained" / "seed0" / "best.safetensors"
+    out = tmp_path / "map.tif"
+    printed = _run(predict, [ckpt, segmentation_run["image"], "--out", out, "--tile", "16",
+                             "--overlap", "0.5"])
+    assert str(out) in printed
+    with rasterio.open(segmentation_run["image"]) as src, rasterio.open(out) as dst:
+        assert dst.crs == src.crs and dst.transform == src.transform
+        assert (dst.height, dst.width, dst.count) == (src.height, src.width, 1)
+        labels = dst.read(1)
+    assert labels.max() < 3 and len(np.unique(labels)) >= 1
+    with rasterio.open(out.with_suffix(".png")) as png:
+        assert (png.height, png.width) == labels.shape and png.count >= 3
+
+
+@pytest.fixture(scope="module")
+def change_run(tmp_path_factory, export):
+    """t1: 12 bands 450-2400 nm; t2: 7 bands 500-2300 nm of another sensor; 0/1 change mask."""
+    folder = tmp_path_factory.mktemp("change")
+    wl1, wl2 = np.linspace(450, 2400, 12), np.linspace(500, 2300, 7)
+    c1, c2, mask = change_pair(40, 40, wl1, wl2, seed=3)
+    t1 = write_geotiff(folder / "t1.tif", np.moveaxis(c1, -1, 0).astype(np.float32).copy(), wl1)
+    t2 = write_geotiff(folder / "t2.tif", np.moveaxis(c2, -1, 0).astype(np.float32).copy(), wl2)
+    m = write_mask(folder / "change.tif", mask)
+    out = folder / "run"
+    printed = _run(cli, ["--task", "change", "--config", CONFIGS / "change.yaml", "--init",
+                         "pretrained", "--checkpoint", export, "--out", out, "--no-progress",
+                         f"data.images=[{t1}]", f"data.images2=[{t2}]", f"data.masks=[{m}]",
+                         *SMALL])
+    return {"t1": t1, "t2": t2, "mask": mask, "out": out, "printed": printed}
+
+
+def test_change_runs_with_dates_from_different_sensors(change_run, tmp_path):
+    assert "change" in change_run["printed"] and "kappa" in change_run["printed"]
+    ckpt = change_run["out"] / "pretrained" / "seed0" / "best.safetensors"
+    meta = json.loads(ckpt.with_suffix(".json").read_text())
+    assert meta["class_names"] == ["no change", "change"]   # 0 kept as "no change"
+    out = tmp_path / "change.tif"
+    _run(predict, [ckpt, change_run["t1"], "--scene2", change_run["t2"], "--out", out,
+                   "--no-preview"])
+    with rasterio.open(out) as dst, rasterio.open(change_run["t1"]) as src:
+        assert dst.transform == src.transform and dst.read(1).max() <= 1
+    assert not out.with_suffix(".png").exists()
+
+
+def test_pixel_classifier_predicts_every_pixel(tmp_path, export):
+    image, mask = write_segmentation_pair(tmp_path, h=24, w=24, bands=8)
+    out = tmp_path / "run"
+    _run(cli, ["--task", "classification", "--checkpoint", export, "--out", out, "--no-progress",
+               "data.kind=geotiff", f"data.images=[{image}]", f"data.masks=[{mask}]",
+               "protocol.per_class=8", "protocol.patch=16", "optim.epochs=1",
+               "optim.batch_size=8", "protocol.seeds=[0]"])
+    ckpt = out / "pretrained" / "seed0" / "best.safetensors"
+    _run(predict, [ckpt, image, "--out", tmp_path / "pixels.tif", "--tile", "12"])
+    with rasterio.open(tmp_path / "pixels.tif") as dst:
+        labels = dst.read(1)
+    assert labels.shape == (24, 24) and labels.max() < 3 and (labels != dst.nodata).all()
