@@ -130,15 +130,43 @@ def test_frozen_encoder_is_a_linear_probe_and_stays_unchanged():
     assert all(torch.equal(v, enc.state_dict()[k]) for k, v in before.items())
 
 
-def test_partial_freezing_trains_only_the_last_blocks():
+@pytest.mark.parametrize("make", [
+    lambda enc, **kw: SceneClassifier(enc, 2, **kw),
+    lambda enc, **kw: Segmenter(enc, 2, width=16, **kw),
+    lambda enc, **kw: ChangeDetector(enc, 2, width=16, **kw)], ids=["classify", "segment", "change"])
+def test_partial_freezing_trains_only_the_last_blocks(make):
     enc = api.build_encoder(None, "specaware_debug")
-    model = Segmenter(enc, 2, freeze="partial", trainable_blocks=1)
+    model = make(enc, freeze="partial", trainable_blocks=1)
     last = f"encoder.blocks.{enc.depth - 1}."
     enc_trainable = {n for n in _trainable(model) if n.startswith("encoder.")}
     assert enc_trainable and all(n.startswith((last, "encoder.norm")) for n in enc_trainable)
+    assert any(n.startswith(last) for n in enc_trainable)
+    head = {n for n, _ in model.named_parameters() if not n.startswith("encoder.")}
+    assert head and head <= _trainable(model)
     with pytest.raises(ValueError, match="trainable_blocks"):
-        Segmenter(api.build_encoder(None, "specaware_debug"), 2, freeze="partial",
-                  trainable_blocks=enc.depth + 1)
+        make(api.build_encoder(None, "specaware_debug"), freeze="partial",
+             trainable_blocks=enc.depth + 1)
+
+
+def test_partial_freezing_changes_only_the_trainable_weights_in_a_step():
+    enc = api.build_encoder(None, "specaware_debug")
+    model = SceneClassifier(enc, 2, freeze="partial", trainable_blocks=1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = collate([sample(label=0), sample(seed=1, label=1)])
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    torch.nn.functional.cross_entropy(model.train()(batch), batch["label"]).backward()
+    opt.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and moved <= _trainable(model)
+    assert any(n.startswith(f"encoder.blocks.{enc.depth - 1}.") for n in moved)
+
+
+def test_full_fine_tuning_trains_every_encoder_weight():
+    enc = api.build_encoder(None, "specaware_debug")
+    model = Segmenter(enc, 2, width=16, freeze="full")
+    assert {n for n, _ in model.named_parameters()} == _trainable(model)
+    with pytest.raises(ValueError, match="freeze mode"):
+        Segmenter(api.build_encoder(None, "specaware_debug"), 2, freeze="half")
 
 
 def test_dense_heads_return_input_resolution_for_sizes_off_the_patch_grid():
