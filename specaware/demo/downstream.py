@@ -3,7 +3,7 @@
 One sensor (EnMAP by default) carries the three tasks. Its scenes are split by scene: all but
 the last are fine-tuning data (tiles split into train/val/test by the task config), the last is
 held out and predicted whole, to draw maps next to its ground truth.
-- classification: the t1 and t2 images are cut into `tile` x `tile` tiles labelled with their
+- classification: the t1 images are cut into `tile` x `tile` tiles labelled with their
   dominant land-cover class (tiles below `purity` are left out), written as
   `tiles/<class>/<tile>.tif` (the TileFolder layout of `specaware finetune`);
 - segmentation: image + land-cover mask GeoTIFF pairs (t1);
@@ -76,9 +76,10 @@ def tile_labels(labels: np.ndarray, tile: int, purity: float, ignore: int = 255)
 
 def write_class_tiles(data: TaskData, out: Path, tile: int, purity: float,
                       max_per_class: int) -> dict[str, int]:
-    """Write `out/<class>/<scene>_<r>_<c>.tif` tiles from t1 and t2; returns counts per class."""
+    """Write `out/<class>/<scene>_<r>_<c>.tif` tiles from the t1 images; returns counts per
+    class. (t2 tiles of unchanged ground would be near-copies of t1 tiles across the splits.)"""
     counts: dict[str, int] = {}
-    for image in data.t1 + data.t2:
+    for image in data.t1:
         labels_path = image.parent.parent / "labels" / f"{image.stem}_labels.tif"
         labels, names = read_labels(labels_path)
         with rasterio.open(image) as src:
@@ -99,6 +100,10 @@ def write_class_tiles(data: TaskData, out: Path, tile: int, purity: float,
             p.unlink()
         (out / name).rmdir()
         log.info("classification tiles: left out class %s (%d tiles)", name, counts.pop(name))
+    if len(counts) < 2:
+        raise ValueError(f"{out}: {len(counts)} land-cover class(es) with >= 5 pure "
+                         f"{tile} px tiles ({counts}); scene classification needs 2. Fix: more "
+                         "or larger scenes (--scenes, --size), or a smaller class tile")
     return counts
 
 

@@ -32,10 +32,11 @@ class Paths:
         self.logs = out / "logs"
 
 
-def _cli(argv: list[str]) -> None:
-    """Run a `specaware` subcommand in this process, printing it as a command line first."""
+def _cli(argv: list[str], shown: str = "") -> None:
+    """Run a `specaware` subcommand in this process, printing it as a command line first
+    (`shown`: a shorter equivalent to print, e.g. with a glob instead of 65 file names)."""
     from specaware.cli import main
-    print("  $ specaware " + " ".join(argv), flush=True)
+    print("  $ specaware " + (shown or " ".join(argv)), flush=True)
     code = main(argv)
     if code:
         raise StageError(f"`specaware {' '.join(argv)}` exited with {code}")
@@ -53,8 +54,9 @@ def stage_shard(stages: Stages, plan: Plan, p: Paths) -> None:
         scenes = sorted(str(x) for x in (p.synth / "images").glob("*")
                         if x.suffix in (".img", ".tif"))
         scenes += sorted(str(x) for x in (p.synth / "real").glob("*.tif"))
-        _cli(["shard", *scenes, "--out", str(p.shards), "--tile", str(plan.pretrain_tile),
-              "--quiet"])
+        tail = ["--out", str(p.shards), "--tile", str(plan.pretrain_tile), "--quiet"]
+        _cli(["shard", *scenes, *tail], " ".join(["shard", f"{p.synth}/images/*.{{img,tif}}",
+                                                  f"{p.synth}/real/*.tif", *tail]))
         manifest = json.loads((p.shards / "manifest.json").read_text())
         return {"tiles": manifest["total"], "sensors": {k: v["count"] for k, v in
                                                         manifest["sensors"].items()}}

@@ -21,7 +21,7 @@ class Plan:
     sensor: str = "enmap"            # sensor of the downstream tasks
     class_tile: int = 16             # scene-classification tile, pixels
     class_purity: float = 0.7        # dominant-class share a classification tile needs
-    max_tiles_per_class: int = 80
+    max_tiles_per_class: int = 40
     finetune_seeds: tuple[int, ...] = (0, 1, 2)
     finetune_epochs: int = 0         # 0 = the task config's value
     config_dir: str = str(CONFIG_DIR)
@@ -31,7 +31,8 @@ class Plan:
         return asdict(self)
 
 
-QUICK = dict(scenes=4, size=64, pretrain_steps=120, finetune_seeds=(0,), finetune_epochs=8)
+QUICK = dict(scenes=4, size=64, pretrain_steps=120, class_tile=8, finetune_seeds=(0,),
+             finetune_epochs=8)
 
 
 def available_cores() -> int:

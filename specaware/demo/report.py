@@ -8,7 +8,11 @@ from pathlib import Path
 
 from specaware.finetune.metrics import HEADLINE, format_mean_std
 
-METRIC_NAMES = {"oa": "overall accuracy", "miou": "mIoU", "f1": "change F1"}
+METRIC_NAMES = {"oa": "overall accuracy", "miou": "mIoU", "f1": "F1", "kappa": "kappa"}
+
+
+def _metric_name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric)
 
 
 def _cell(summary: dict, init: str, metric: str) -> str:
@@ -20,7 +24,7 @@ def rows(summaries: dict) -> list[list[str]]:
     out = []
     for task, summary in summaries.items():
         metric = HEADLINE[task]
-        out.append([task, f"{METRIC_NAMES[metric]} (%)", _cell(summary, "pretrained", metric),
+        out.append([task, f"{_metric_name(metric)} (%)", _cell(summary, "pretrained", metric),
                     _cell(summary, "random", metric)])
     return out
 
@@ -52,7 +56,7 @@ def verdict(summaries: dict) -> str:
 
 def task_line(task: str, summary: dict) -> str:
     m = HEADLINE[task]
-    return (f"  {task}: {METRIC_NAMES[m]} pretrained {_cell(summary, 'pretrained', m)} | "
+    return (f"  {task}: {_metric_name(m)} pretrained {_cell(summary, 'pretrained', m)} | "
             f"random {_cell(summary, 'random', m)}")
 
 
