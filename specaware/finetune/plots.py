@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+_MIN_MAP_PIXELS = 480   # small scenes are shown enlarged (nearest neighbour) to at least this
+
 
 def _pyplot():
     import matplotlib
@@ -14,46 +16,93 @@ def _pyplot():
     return plt
 
 
+def _annotate(ax, cm: np.ndarray, frac: np.ndarray) -> None:
+    """Count and row percentage in every cell, font shrinking with the number of classes."""
+    k = len(cm)
+    size = max(5.0, min(11.0, 60.0 / k))
+    for i in range(k):
+        for j in range(k):
+            text = f"{int(cm[i, j])}\n{100 * frac[i, j]:.0f}%" if k <= 12 else str(int(cm[i, j]))
+            ax.text(j, i, text, ha="center", va="center", fontsize=size,
+                    color="white" if frac[i, j] > 0.5 else "black")
+
+
 def save_confusion_png(cm: np.ndarray, path: str | Path, class_names: list[str] | None = None,
-                       title: str = "") -> None:
-    """Row-normalised confusion matrix (recall per reference class) with counts annotated."""
+                       title: str = "", summary: dict | None = None,
+                       unit: str = "samples") -> None:
+    """Row-normalised confusion matrix (recall per reference class) with counts annotated.
+
+    `summary` (e.g. {"OA": 0.91, "kappa": 0.88}, shown x100 as in papers) is printed under the
+    title, with the number of `unit` (samples, pixels) counted."""
     plt = _pyplot()
     cm = np.asarray(cm)
     k = len(cm)
     names = class_names or [str(i) for i in range(k)]
     rows = cm.sum(1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
-    size = min(3 + 0.45 * k, 16)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(k), names, fontsize=8)
+    size = min(4.5 + 0.5 * k, 18)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the reference class")
+    ax.set_xticks(range(k), names, rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center")
+    ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("reference")
     if k <= 25:
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if frac[i, j] > 0.5 else "black")
-    ax.set_title(title)
+        _annotate(ax, cm, frac)
+    line = "  ".join(f"{n} {100 * v:.1f}" for n, v in (summary or {}).items()
+                     if v is not None and np.isfinite(v))
+    ax.set_title("\n".join(t for t in (title, line, f"{int(cm.sum())} {unit}") if t))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def class_colours(k: int) -> np.ndarray:
-    """k distinct RGB colours uint8 [k, 3] (tab20, then hsv for more classes)."""
+    """k distinct RGB colours uint8 [k, 3]: tab10, tab20 (for up to 20 classes), then hsv."""
     plt = _pyplot()
-    cmap = plt.get_cmap("tab20" if k <= 20 else "hsv", k)
-    return (np.asarray([cmap(i)[:3] for i in range(k)]) * 255).astype(np.uint8)
+    if k <= 10:
+        colours = plt.get_cmap("tab10").colors[:k]
+    elif k <= 20:
+        colours = plt.get_cmap("tab20").colors[:k]
+    else:
+        cmap = plt.get_cmap("hsv", k)
+        colours = [cmap(i)[:3] for i in range(k)]
+    return (np.asarray(colours) * 255).astype(np.uint8)
 
 
-def save_map_png(labels: np.ndarray, path: str | Path, num_classes: int,
-                 ignore: int = -1) -> None:
-    """A class map [H, W] as an RGB PNG (unlabelled pixels black)."""
-    plt = _pyplot()
+def colour_map(labels: np.ndarray, num_classes: int, ignore: int = -1) -> np.ndarray:
+    """Class map [H, W] -> RGB uint8 [H, W, 3]; unlabelled/nodata pixels black."""
     rgb = np.zeros((*labels.shape, 3), np.uint8)
     colours = class_colours(max(num_classes, 1))
     ok = (labels != ignore) & (labels >= 0) & (labels < num_classes)
     rgb[ok] = colours[labels[ok]]
-    plt.imsave(path, rgb)
+    return rgb
+
+
+def save_map_png(labels: np.ndarray, path: str | Path, num_classes: int, ignore: int = -1,
+                 class_names: list[str] | None = None, title: str = "") -> None:
+    """A class map [H, W] as a PNG with a legend of class names (nodata black).
+
+    Small maps are enlarged so pixels stay visible; the figure keeps the map's aspect ratio."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+    h, w = labels.shape
+    names = class_names or [f"class {i}" for i in range(num_classes)]
+    dpi = 100
+    scale = max(1.0, _MIN_MAP_PIXELS / max(h, w))
+    map_w, map_h = w * scale / dpi, h * scale / dpi
+    fig = plt.figure(figsize=(map_w + 2.4, max(map_h, 1.6) + 0.5), dpi=dpi)
+    ax = fig.add_axes((0.02, 0.02, map_w / (map_w + 2.4), 1 - 0.5 / (max(map_h, 1.6) + 0.5)))
+    ax.imshow(colour_map(labels, num_classes, ignore), interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    colours = class_colours(max(num_classes, 1)) / 255.0
+    handles = [Patch(color=colours[i], label=names[i]) for i in range(num_classes)]
+    if (labels == ignore).any():
+        handles.append(Patch(color="black", label="nodata"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
+              frameon=False, borderaxespad=0.0)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=0.1)
+    plt.close(fig)

@@ -175,6 +175,8 @@ def main(args) -> int:
             step = max(1, max(ds.height, ds.width) // 2048)
             labels = ds.read(1)[::step, ::step].astype(np.int64)
             labels[labels == ds.nodata] = -1
-        save_map_png(labels, out.with_suffix(".png"), meta["num_classes"])
+        save_map_png(labels, out.with_suffix(".png"), meta["num_classes"],
+                     class_names=meta.get("class_names"),
+                     title=f"{Path(args.scene).name}: {meta['task']}")
     print(f"wrote {out}" + ("" if args.no_preview else f" and {out.with_suffix('.png')}"))
     return 0

@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 TABLE_METRICS = {"classification": ("oa", "aa", "kappa"),
                  "segmentation": ("miou", "oa", "mean_f1"),
                  "change": ("f1", "iou", "kappa", "oa")}
+LABELS = {"oa": "OA", "aa": "AA", "miou": "mIoU", "mean_f1": "mean F1", "f1": "F1", "iou": "IoU"}
+
+
+def _per_sample(cfg: FinetuneConfig) -> bool:
+    """Classification counts samples (tiles, pixel patches); dense tasks count pixels."""
+    return cfg.task == "classification"
 
 
 @dataclass
@@ -218,7 +224,10 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int) -> dict:
                  cfg.progress, on_best)
     cm, metrics = evaluate(model, data.test, cfg.task, data.num_classes, device)
     save_confusion_csv(cm, out / "confusion.csv", data.class_names)
-    save_confusion_png(cm, out / "confusion.png", data.class_names, f"{cfg.task} ({init})")
+    shown = {LABELS.get(k, k): metrics.get(k) for k in TABLE_METRICS[cfg.task]}
+    save_confusion_png(cm, out / "confusion.png", data.class_names,
+                       f"{cfg.task}, {init} encoder, seed {seed} (test set)", shown,
+                       "samples" if _per_sample(cfg) else "pixels")
     record = {"init": init, "seed": seed, "best_epoch": result.best_epoch,
               "stopped_early": result.stopped_early, **metrics, "history": result.history}
     (out / "metrics.json").write_text(json.dumps(record, indent=2, default=float))

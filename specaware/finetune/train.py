@@ -143,8 +143,9 @@ def fit(model: nn.Module, train_loader, val_loader, task: str, num_classes: int,
     weight = (class_weights(train_loader, task, num_classes).to(device)
               if cfg.class_weight == "balanced" else None)
     result, best_state, waited = FitResult(-1, -math.inf), None, 0
-    with tqdm(total=steps * cfg.epochs, disable=not progress, desc=f"finetune {task}",
-              dynamic_ncols=True) as bar:
+    # disable=None: no bar when stderr is not a terminal (logs), epoch lines are kept
+    with tqdm(total=steps * cfg.epochs, disable=None if progress else True,
+              desc=f"finetune {task}", dynamic_ncols=True) as bar:
         for epoch in range(cfg.epochs):
             loss = _train_epoch(model, train_loader, optimizer, scheduler, cfg, task, device, bar,
                                 weight)

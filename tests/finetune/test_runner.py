@@ -92,8 +92,10 @@ def test_predict_keeps_crs_and_transform_and_writes_a_preview(segmentation_run, 
         assert (dst.height, dst.width, dst.count) == (src.height, src.width, 1)
         labels = dst.read(1)
     assert labels.max() < 3 and len(np.unique(labels)) >= 1
-    with rasterio.open(out.with_suffix(".png")) as png:
-        assert (png.height, png.width) == labels.shape and png.count >= 3
+    with rasterio.open(out.with_suffix(".png")) as png:   # map enlarged, legend beside it
+        assert png.height >= labels.shape[0] and png.width > png.height and png.count >= 3
+        rgb = png.read([1, 2, 3])
+    assert len(np.unique(rgb.reshape(3, -1), axis=1)) >= 3   # not a blank figure
 
 
 @pytest.fixture(scope="module")
