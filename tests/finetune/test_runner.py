@@ -140,3 +140,23 @@ def test_pixel_classifier_predicts_every_pixel(tmp_path, export):
     with rasterio.open(tmp_path / "pixels.tif") as dst:
         labels = dst.read(1)
     assert labels.shape == (24, 24) and labels.max() < 3 and (labels != dst.nodata).all()
+
+
+def test_predict_writes_nodata_where_the_scene_has_no_valid_band(segmentation_run, tmp_path):
+    with rasterio.open(segmentation_run["image"]) as src:
+        data, wl = src.read(), [float(src.tags(i)["wavelength"]) for i in range(1, src.count + 1)]
+    data[:, 5:20, 10:30] = np.nan
+    holed = write_geotiff(tmp_path / "holed.tif", data, np.array(wl))
+    ckpt = segmentation_run["out"] / "pretrained" / "seed0" / "best.safetensors"
+    _run(predict, [ckpt, holed, "--out", tmp_path / "holed_map.tif", "--tile", "16",
+                   "--no-preview"])
+    with rasterio.open(tmp_path / "holed_map.tif") as dst:
+        labels, nodata = dst.read(1), dst.nodata
+    assert (labels[5:20, 10:30] == nodata).all()
+    assert (labels != nodata).sum() == labels.size - 15 * 20
+
+
+def test_blend_weights_peak_in_the_centre_and_never_vanish():
+    w = predict.blend_weights(8)
+    assert w.shape == (8, 8) and w.min() > 0 and w[3:5, 3:5].min() == w.max() == 1.0
+    assert w[0, 0] < w[0, 3] < w[3, 3]
