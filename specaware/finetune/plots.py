@@ -71,10 +71,20 @@ def class_colours(k: int) -> np.ndarray:
     return (np.asarray(colours) * 255).astype(np.uint8)
 
 
-def colour_map(labels: np.ndarray, num_classes: int, ignore: int = -1) -> np.ndarray:
+def change_colours(k: int) -> np.ndarray:
+    """Change maps: light grey for "no change", red then the other tab10 hues for change types."""
+    plt = _pyplot()
+    tab = plt.get_cmap("tab10").colors
+    hues = [tab[3], tab[1], tab[4], tab[0], tab[2], tab[5], tab[6], tab[8], tab[9]]
+    rest = [hues[i % len(hues)] for i in range(max(k - 1, 0))]
+    return (np.asarray([(0.85, 0.85, 0.85), *rest]) * 255).astype(np.uint8)
+
+
+def colour_map(labels: np.ndarray, num_classes: int, ignore: int = -1,
+               colours: np.ndarray | None = None) -> np.ndarray:
     """Class map [H, W] -> RGB uint8 [H, W, 3]; unlabelled/nodata pixels black."""
     rgb = np.zeros((*labels.shape, 3), np.uint8)
-    colours = class_colours(max(num_classes, 1))
+    colours = class_colours(max(num_classes, 1)) if colours is None else colours
     ok = (labels != ignore) & (labels >= 0) & (labels < num_classes)
     rgb[ok] = colours[labels[ok]]
     return rgb
@@ -94,12 +104,13 @@ def save_map_png(labels: np.ndarray, path: str | Path, num_classes: int, ignore:
     map_w, map_h = w * scale / dpi, h * scale / dpi
     fig = plt.figure(figsize=(map_w + 2.4, max(map_h, 1.6) + 0.5), dpi=dpi)
     ax = fig.add_axes((0.02, 0.02, map_w / (map_w + 2.4), 1 - 0.5 / (max(map_h, 1.6) + 0.5)))
-    ax.imshow(colour_map(labels, num_classes, ignore), interpolation="nearest")
+    palette = (change_colours(num_classes) if names and names[0] == "no change"
+               else class_colours(max(num_classes, 1)))
+    ax.imshow(colour_map(labels, num_classes, ignore, palette), interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
-    colours = class_colours(max(num_classes, 1)) / 255.0
-    handles = [Patch(color=colours[i], label=names[i]) for i in range(num_classes)]
+    handles = [Patch(color=palette[i] / 255.0, label=names[i]) for i in range(num_classes)]
     if (labels == ignore).any():
         handles.append(Patch(color="black", label="nodata"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,

@@ -147,6 +147,11 @@ def _any_valid(info: RasterInfo, r: int, c: int, t: int) -> np.ndarray:
     return ok.any(0)
 
 
+def _preview_title(args, task: str) -> str:
+    scenes = Path(args.scene).name + (f" vs {Path(args.scene2).name}" if args.scene2 else "")
+    return f"{scenes}: {task}"
+
+
 def main(args) -> int:
     from specaware.finetune.plots import save_map_png
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -177,6 +182,6 @@ def main(args) -> int:
             labels[labels == ds.nodata] = -1
         save_map_png(labels, out.with_suffix(".png"), meta["num_classes"],
                      class_names=meta.get("class_names"),
-                     title=f"{Path(args.scene).name}: {meta['task']}")
+                     title=_preview_title(args, meta["task"]))
     print(f"wrote {out}" + ("" if args.no_preview else f" and {out.with_suffix('.png')}"))
     return 0

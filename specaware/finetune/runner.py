@@ -197,6 +197,17 @@ def make_encoder(cfg: FinetuneConfig, init: str) -> torch.nn.Module:
     return api.build_encoder(None, m.variant)
 
 
+def _check_patch(cfg: FinetuneConfig, encoder) -> None:
+    """Pixel patches of one token carry little but noise once the encoder standardises each band
+    per sample (fields are homogeneous): warn below 2 x 2 tokens of context."""
+    k = getattr(encoder, "patch_size", 1)
+    if cfg.task == "classification" and cfg.data.kind in ("mat", "geotiff") and \
+            cfg.protocol.patch < 2 * k:
+        log.warning("protocol.patch=%d is below 2 x the encoder's patch size %d: the pixel sees "
+                    "almost no context; use protocol.patch=%d or more", cfg.protocol.patch, k,
+                    3 * k)
+
+
 def _device(cfg: FinetuneConfig) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -211,6 +222,7 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int) -> dict:
     seed_everything(seed)
     data = PREPARE[cfg.data.kind](cfg, seed)
     encoder = make_encoder(cfg, init)
+    _check_patch(cfg, encoder)
     model = build_head(cfg.task, encoder, data.num_classes, cfg.model)
     meta = model_meta(cfg.task, data.num_classes, data.class_names, cfg.model, encoder,
                       data.data_meta)
