@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from specaware.config import ConfigError, build, to_dict
+from specaware.config import ConfigError, build, merge, to_dict
+from specaware.data.views import ViewConfig
 
 __all__ = ["PretrainConfig", "load_config", "validate", "ConfigError"]
 
@@ -31,7 +32,9 @@ class DataSection:
     batch_size: int = 8                    # tiles per process per micro-step
     num_workers: int = 2
     shuffle_buffer: int = 256
-    views: dict[str, Any] | None = None    # fields of data.views.ViewConfig; null = decode only
+    # augmentations / cross-sensor views (specaware.data.views.ViewConfig); null = decode only.
+    # Typed, so `data.views.crop=64` changes one field and keeps the YAML's others.
+    views: ViewConfig | None = None
     bucket_by: Literal["none", "sensor", "bands", "sensor_bands"] = "none"  # unpadded batches
     max_skip_rate: float = 0.05            # fail once this fraction of samples was broken
 
@@ -71,6 +74,7 @@ class CheckpointSection:
     every: int = 500                       # steps between checkpoints (the last step always saves)
     keep_last: int = 3                     # complete checkpoints kept; 0 = keep all
     keep_every: int = 0                    # also keep every multiple of this step forever; 0 = none
+    enabled: bool = True                   # false: write no checkpoints at all (benchmarks, smoke)
 
 
 @dataclass
@@ -121,17 +125,13 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
     mr = cfg.model.mask_ratio
     _check(mr is None or 0.0 < mr < 1.0, "model.mask_ratio", "must be in (0, 1) or null")
     _check(bool(cfg.checkpoint.run_dir), "checkpoint.run_dir", "must name a folder")
-    if cfg.data.views is not None:
-        view_config(cfg.data.views)          # unknown view keys fail here, named
     return cfg
 
 
-def view_config(views: dict | None):
+def view_config(views: ViewConfig | dict | None) -> ViewConfig | None:
     """`data.views` as the loader's ViewConfig (None = decode only, no augmentation)."""
-    if views is None:
-        return None
-    from specaware.config import merge
-    from specaware.data.views import ViewConfig
+    if views is None or isinstance(views, ViewConfig):
+        return views
     return merge(ViewConfig(), views, prefix="data.views.")
 
 

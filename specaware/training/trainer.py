@@ -13,6 +13,7 @@ the stream the uninterrupted run started at step N, with no need to replay N ste
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import random
@@ -110,6 +111,7 @@ class Trainer:
         self.dtype = next(engine.module.parameters()).dtype
         self.patch = getattr(getattr(engine.module, "encoder", None), "patch_size", 1)
         self.samples_seen, self.nonfinite_total, self.losses = 0, 0, []
+        self.history: list[dict] = []       # logged metrics of this call (rank 0)
         self._flops: float | None = None
         self._loader = self._it = None
 
@@ -210,7 +212,7 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------
     def fit(self, start: int) -> dict:
         cfg, progress = self.cfg, Progress(self.cfg.train.steps, start)
-        window, last_saved = _Window(), start
+        window, last_saved, began = _Window(), start, time.perf_counter()
         for step in range(start, cfg.train.steps):
             batch, out = self._step(step, window)
             done = step + 1
@@ -221,15 +223,20 @@ class Trainer:
             paused = time.perf_counter()     # panels and saves do not count as step time
             if cfg.wandb.panel_every and done % cfg.wandb.panel_every == 0:
                 self.tracker.panel(_cpu(batch), out, self.patch, done)
-            if done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
+            if cfg.checkpoint.enabled and (done % cfg.checkpoint.every == 0
+                                           or done == cfg.train.steps):
                 self._save(done)
                 last_saved = done
             paused = time.perf_counter() - paused
             window.start += paused
             progress.last += paused
             fault_point("step", done)
-        return {"step": cfg.train.steps, "losses": self.losses, "last_checkpoint": last_saved,
-                "nonfinite_skipped": self.nonfinite_total}
+        summary = {"step": cfg.train.steps, "losses": self.losses, "last_checkpoint": last_saved,
+                   "nonfinite_skipped": self.nonfinite_total}
+        if self.env.is_main:
+            write_summary(Path(cfg.checkpoint.run_dir) / "summary.json", cfg, self.env, start,
+                          self.history, time.perf_counter() - began)
+        return summary
 
     def _log(self, done: int, window: _Window, batch, out, progress: Progress) -> None:
         metrics = self._metrics(window, batch, out)
@@ -237,8 +244,34 @@ class Trainer:
         if self.env.is_main:
             self._add_mfu(metrics, batch)
             self.losses.append((done, metrics["loss"]))
+            self.history.append(metrics)
             self.tracker.log(metrics, done)
             progress.print(metrics)
+
+
+def write_summary(path: Path, cfg: PretrainConfig, env, start: int, history: list[dict],
+                  wall_s: float) -> dict:
+    """`summary.json` of one `run` call (rank 0): throughput medians over the logged windows,
+    leaving out the first (start-up, loader warm-up, first-step allocations) when there are
+    more. Benchmarks and scripts read this instead of parsing log lines."""
+    steady = history[1:] if len(history) > 1 else history
+
+    def median(key: str) -> float | None:
+        values = [m[key] for m in steady if key in m]
+        return float(np.median(values)) if values else None
+
+    summary = {"model": cfg.model.name, "world_size": env.world_size,
+               "zero_stage": cfg.deepspeed.zero_stage, "precision": cfg.deepspeed.precision,
+               "batch_size": cfg.data.batch_size, "grad_accum": cfg.train.grad_accum,
+               "start_step": start, "end_step": cfg.train.steps, "wall_s": wall_s,
+               "windows": len(steady), "final_loss": history[-1]["loss"] if history else None,
+               "tiles_per_s": median("perf/tiles_per_s"),
+               "tokens_per_s": median("perf/tokens_per_s"),
+               "step_time_s": median("perf/step_time_s"), "mfu": median("perf/mfu"),
+               "tflops_per_device": median("perf/tflops_per_device")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1))
+    return summary
 
 
 def _cpu(batch):

@@ -52,11 +52,23 @@ def test_wrong_type_or_value_fails_naming_the_key(override, key):
     ("deepspeed.zero_stage=4", "deepspeed.zero_stage"),
     ("optim.min_lr=1.0", "optim.min_lr"),
     ("model.mask_ratio=1.0", "model.mask_ratio"),
-    ("data.views.crop_size=8", "data.views.crop_size"),
 ])
 def test_out_of_range_values_and_unknown_view_keys_fail_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config([DEBUG_YAML], [override])
+
+
+def test_view_keys_are_typed_one_override_changes_one_field():
+    small = str(REPO / "configs" / "pretrain" / "small.yaml")
+    cfg = load_config([small], ["data.views.crop=64"])
+    assert cfg.data.views.crop == 64
+    assert cfg.data.views.input_sensors == ["sentinel-2a", "landsat-8", "enmap", "emit"]
+    with pytest.raises(ConfigError, match=r"unknown config key 'data\.views\.crop_size'"):
+        load_config([small], ["data.views.crop_size=8"])
+    # debug.yaml has no views: the override builds them from the ViewConfig defaults
+    assert load_config([DEBUG_YAML], ["data.views.crop=16"]).data.views.crop == 16
+    with pytest.raises(ConfigError, match=r"'data\.views'.*crop_size"):
+        load_config([DEBUG_YAML], ["data.views.crop_size=8"])
 
 
 def test_training_without_shards_says_how_to_get_some(capsys):

@@ -105,6 +105,17 @@ def test_zero1_and_zero3_give_the_same_loss_curve(zero1, zero3):
     assert max(diffs) < 1e-4, f"ZeRO-1 vs ZeRO-3 loss curves differ by up to {max(diffs):.2e}"
 
 
+def test_summary_json_has_throughput_of_the_steady_steps(zero1):
+    summary = json.loads((zero1.run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["zero_stage"] == 1
+    assert summary["start_step"] == 0 and summary["end_step"] == STEPS
+    assert summary["windows"] == STEPS - 1            # the start-up step is left out
+    assert summary["final_loss"] == pytest.approx(zero1.losses()[STEPS])
+    assert summary["tiles_per_s"] > 0 and summary["step_time_s"] > 0 and summary["mfu"] > 0
+    # tiles/s counts both ranks: 2 x batch 4 tiles per step
+    assert summary["tiles_per_s"] * summary["step_time_s"] == pytest.approx(8, rel=0.5)
+
+
 def test_progress_line_with_eta_is_printed(zero1):
     assert f"step {STEPS}/{STEPS} 100.0%" in zero1.output
     assert "tiles/s" in zero1.output and "ETA 0:00:00" in zero1.output
