@@ -19,7 +19,7 @@ def _pyplot():
 def _annotate(ax, cm: np.ndarray, frac: np.ndarray) -> None:
     """Count and row percentage in every cell, font shrinking with the number of classes."""
     k = len(cm)
-    size = max(5.0, min(11.0, 60.0 / k))
+    size = max(6.5, min(11.0, 80.0 / k))
     for i in range(k):
         for j in range(k):
             text = f"{int(cm[i, j])}\n{100 * frac[i, j]:.0f}%" if k <= 12 else str(int(cm[i, j]))
@@ -40,7 +40,7 @@ def save_confusion_png(cm: np.ndarray, path: str | Path, class_names: list[str] 
     names = class_names or [str(i) for i in range(k)]
     rows = cm.sum(1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
-    size = min(4.5 + 0.5 * k, 18)
+    size = min(4.5 + 0.35 * k, 14)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     image = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the reference class")
@@ -54,7 +54,7 @@ def save_confusion_png(cm: np.ndarray, path: str | Path, class_names: list[str] 
                      if v is not None and np.isfinite(v))
     ax.set_title("\n".join(t for t in (title, line, f"{int(cm.sum())} {unit}") if t))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

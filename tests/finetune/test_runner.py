@@ -160,3 +160,25 @@ def test_blend_weights_peak_in_the_centre_and_never_vanish():
     w = predict.blend_weights(8)
     assert w.shape == (8, 8) and w.min() > 0 and w[3:5, 3:5].min() == w.max() == 1.0
     assert w[0, 0] < w[0, 3] < w[3, 3]
+
+
+def test_benchmark_configs_run_on_mat_files(tmp_path, export):
+    """indian_pines.yaml (pixel patches, % split) and bay_area.yaml (tiles keeping the split's
+    pixels) on generated files with the public keys, each with a two-seed mean ± std."""
+    from fixtures import write_bay_area, write_indian_pines
+    image, gt = write_indian_pines(tmp_path, h=16, w=16, k=4)
+    fast = ["optim.epochs=1", "optim.batch_size=16", "protocol.seeds=[0,1]", "--checkpoint",
+            export, "--no-progress"]
+    printed = _run(cli, ["--config", CONFIGS / "indian_pines.yaml", "--out", tmp_path / "ip",
+                         f"data.image={image}", f"data.gt={gt}", "protocol.patch=16", *fast])
+    assert [line.split()[1] for line in printed.splitlines()
+            if line.startswith("classification")] == ["oa", "aa", "kappa"]
+    meta = json.loads((tmp_path / "ip" / "pretrained" / "seed1" / "best.json").read_text())
+    assert meta["data"]["split"]["train"] > 0 and meta["class_names"][0] == "Alfalfa"
+    t1, t2, change = write_bay_area(tmp_path, h=16, w=16)
+    printed = _run(cli, ["--config", CONFIGS / "bay_area.yaml", "--out", tmp_path / "bay",
+                         f"data.image={t1}", f"data.image2={t2}", f"data.gt={change}",
+                         "protocol.tile=16", "protocol.fraction=0.3", *fast])
+    assert "kappa" in printed
+    results = json.loads((tmp_path / "bay" / "results.json").read_text())
+    assert results["seeds"] == [0, 1] and "f1" in results["results"]["pretrained"]
