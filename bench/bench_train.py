@@ -46,7 +46,9 @@ CPU_CASES = {
     "small": ("small.yaml", ["data.batch_size=2", "data.num_workers=1", "data.shuffle_buffer=16",
                              "deepspeed.precision=fp32"], (8, 3), 64),
 }
-GPU_CASE = ("base.yaml", ["deepspeed.precision=bf16", "data.shuffle_buffer=64"])
+# the bench shards carry no descriptors: base.yaml's curation is switched off
+GPU_CASE = ("base.yaml", ["deepspeed.precision=bf16", "data.shuffle_buffer=64",
+                          "data.curation.balance=[]", "data.curation.drop_quantile=null"])
 
 
 def write_shards(out: Path, tiles: int, size: int = TILE, seed: int = 0) -> None:

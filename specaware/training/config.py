@@ -27,6 +27,20 @@ class ModelSection:
 
 
 @dataclass
+class CurationSection:
+    """Which tiles the train stream draws, and how often (specaware.data.curate, CSMoE)."""
+    balance: list[str] = field(default_factory=list)  # fields whose joint strata are drawn
+    # equally, e.g. [landcover, climate_zone, sensor, "mean_reflectance:4"]; [] = natural mix
+    min_entropy: float | None = None       # bits; remove tiles whose `entropy` is below
+    drop_quantile: float | None = None     # also remove this fraction of lowest-entropy tiles
+    max_oversample: float = 10.0           # no stratum drawn more than this x its natural share
+
+    @property
+    def active(self) -> bool:
+        return bool(self.balance) or self.min_entropy is not None or bool(self.drop_quantile)
+
+
+@dataclass
 class DataSection:
     shards: str = ""                       # shard dir with manifest.json, tar list or brace pattern
     batch_size: int = 8                    # tiles per process per micro-step
@@ -37,6 +51,7 @@ class DataSection:
     views: ViewConfig | None = None
     bucket_by: Literal["none", "sensor", "bands", "sensor_bands"] = "none"  # unpadded batches
     max_skip_rate: float = 0.05            # fail once this fraction of samples was broken
+    curation: CurationSection = field(default_factory=CurationSection)  # needs a shard dir
 
 
 @dataclass
@@ -125,6 +140,10 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
     mr = cfg.model.mask_ratio
     _check(mr is None or 0.0 < mr < 1.0, "model.mask_ratio", "must be in (0, 1) or null")
     _check(bool(cfg.checkpoint.run_dir), "checkpoint.run_dir", "must name a folder")
+    cur = cfg.data.curation
+    _check(cur.drop_quantile is None or 0.0 <= cur.drop_quantile < 1.0,
+           "data.curation.drop_quantile", "must be in [0, 1) or null")
+    _check(cur.max_oversample >= 1.0, "data.curation.max_oversample", "must be >= 1")
     return cfg
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specaware.config import save_yaml, to_dict
+from specaware.config import ConfigError, save_yaml, to_dict
 from specaware.training import checkpoint, distributed
 from specaware.training.config import PretrainConfig, require_shards, resolved, view_config
 from specaware.training.ds_config import make_ds_config
@@ -63,11 +63,40 @@ def build_model(cfg: PretrainConfig):
 def make_data(cfg: PretrainConfig, env, start_step: int):
     """The training stream for this rank, as of step `start_step`."""
     from specaware.data.stream import make_loader
+    keys, weights = curation(cfg)
     return make_loader(cfg.data.shards, mode="train", batch_size=cfg.data.batch_size,
                        num_workers=cfg.data.num_workers, rank=env.rank,
                        world_size=env.world_size, seed=segment_seed(cfg.train.seed, start_step),
                        shuffle_buffer=cfg.data.shuffle_buffer, views=view_config(cfg.data.views),
-                       max_skip_rate=cfg.data.max_skip_rate, bucket_by=cfg.data.bucket_by)
+                       max_skip_rate=cfg.data.max_skip_rate, bucket_by=cfg.data.bucket_by,
+                       keys=keys, weights=weights)
+
+
+_CURATED: dict = {}
+
+
+def curation(cfg: PretrainConfig):
+    """(keys, weights) of `data.curation` over the shard manifest, computed once per process
+    (the loader restarts after every checkpoint); (None, None) when curation is off."""
+    cur = cfg.data.curation
+    if not cur.active:
+        return None, None
+    ident = (cfg.data.shards, tuple(cur.balance), cur.min_entropy, cur.drop_quantile,
+             cur.max_oversample)
+    if ident not in _CURATED:
+        from specaware.data.curate import CurationError, curation_for
+        if not (Path(cfg.data.shards) / "manifest.json").is_file():
+            raise ConfigError(f"config key 'data.curation' needs data.shards to be a shard "
+                              f"folder with manifest.json; {cfg.data.shards!r} is not")
+        try:
+            keys, weights = curation_for(cfg.data.shards, balance=cur.balance,
+                                         min_entropy=cur.min_entropy,
+                                         drop_quantile=cur.drop_quantile,
+                                         max_oversample=cur.max_oversample)
+        except CurationError as e:
+            raise ConfigError(f"config key 'data.curation': {e}") from None
+        _CURATED[ident] = keys, weights
+    return _CURATED[ident]
 
 
 def to_device(batch, device: torch.device, image_dtype: torch.dtype):
@@ -300,6 +329,7 @@ def run(cfg: PretrainConfig, resume: str | None = None, *, local_rank: int | Non
     """
     if data_factory is None:
         require_shards(cfg)
+        curation(cfg)                 # bad curation settings fail before DeepSpeed starts
     env, device = distributed.setup(cfg.deepspeed.backend, local_rank=local_rank)
     tracker = None
     try:
