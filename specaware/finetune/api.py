@@ -29,7 +29,8 @@ class CheckpointError(ValueError):
 
 
 def build_model(model_config: dict | None = None, variant: str | None = None) -> nn.Module:
-    """A freshly initialised MaskedAutoencoder from an exported `model_config`, else a variant name."""
+    """A freshly initialised MaskedAutoencoder from an exported `model_config`, else a variant
+    name."""
     if model_config:
         from specaware.model.variants import create_model_from_config
         return create_model_from_config(model_config)
@@ -160,7 +161,8 @@ def _allowed(key: str, patterns: tuple[str, ...]) -> bool:
 def _check_keys(path: Path, wanted: dict, given: dict, allow: tuple[str, ...]) -> None:
     missing = sorted(k for k in wanted if k not in given and not _allowed(k, allow))
     unexpected = sorted(k for k in given if k not in wanted)
-    shapes = sorted(f"{ENCODER_PREFIX}{k}: file {tuple(given[k].shape)} vs model {tuple(wanted[k].shape)}"
+    shapes = sorted(f"{ENCODER_PREFIX}{k}: file {tuple(given[k].shape)} vs model "
+                    f"{tuple(wanted[k].shape)}"
                     for k in wanted if k in given and given[k].shape != wanted[k].shape)
     if not (missing or unexpected or shapes):
         return

@@ -147,7 +147,9 @@ def _prepare_geotiff(cfg: FinetuneConfig, seed: int) -> Prepared:
 def _class_names(task: str, k: int) -> list[str]:
     if task != "change":
         return [f"class_{i + 1}" for i in range(k)]
-    return ["no change", "change"] if k == 2 else ["no change"] + [f"change_{i}" for i in range(1, k)]
+    if k == 2:
+        return ["no change", "change"]
+    return ["no change"] + [f"change_{i}" for i in range(1, k)]
 
 
 def _max_label(tiles) -> int:

@@ -37,7 +37,8 @@ class FitResult:
     stopped_early: bool = False
 
 
-def logits_and_labels(model: nn.Module, batch: dict, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+def logits_and_labels(model: nn.Module, batch: dict,
+                      task: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits [B, K] or [B, K, H, W] and the matching labels of one batch."""
     if task == "change":
         return model(batch["t1"], batch["t2"]), batch["label"]

@@ -74,7 +74,8 @@ def write_bay_area(folder: Path, h: int = 32, w: int = 32, seed: int = 0):
     c1, c2, mask = change_pair(h, w, wl, wl, seed)
     gt = np.where(mask == 1, 1, 2).astype(np.uint8)
     gt[:3] = 0
-    paths = [folder / n for n in ("Bay_Area_2013.mat", "Bay_Area_2015.mat", "bayArea_gtChanges2.mat")]
+    names = ("Bay_Area_2013.mat", "Bay_Area_2015.mat", "bayArea_gtChanges2.mat")
+    paths = [folder / n for n in names]
     for p, arr in zip(paths, ((c1 * 1000).astype(np.int16), (c2 * 1000).astype(np.int16), gt)):
         savemat(p, {"HypeRvieW": arr})
     return paths

@@ -137,9 +137,9 @@ def test_runner_trains_on_a_tile_folder(tmp_path):
         for i in range(3):
             write_geotiff(tmp_path / "tiles" / name / f"t{i}.tif",
                           np.full((4, 8, 8), 0.1 + 0.2 * k, np.float32), [450, 650, 850, 1600])
-    summary, cm = _run_classification(tmp_path, ["data.kind=tiles", f"data.root={tmp_path / 'tiles'}",
-                                                 "protocol.val_fraction=0.34",
-                                                 "protocol.test_fraction=0.34"])
+    summary, cm = _run_classification(tmp_path, [
+        "data.kind=tiles", f"data.root={tmp_path / 'tiles'}", "protocol.val_fraction=0.34",
+        "protocol.test_fraction=0.34"])
     assert cm.shape == (3, 3) and cm.sum() == 3 and "oa" in summary["random"]
 
 

@@ -73,7 +73,8 @@ def _change_scene(seed, h, wl2=None):
 
 def _change_sets(scenes, tile=32):
     train, *rest = scenes
-    return [SceneTiles(train, train.labels, tile, 8)] + [SceneTiles(s, s.labels, tile) for s in rest]
+    rest = [SceneTiles(s, s.labels, tile) for s in rest]
+    return [SceneTiles(train, train.labels, tile, 8), *rest]
 
 
 def test_change_detector_beats_chance():
@@ -133,7 +134,8 @@ def test_frozen_encoder_is_a_linear_probe_and_stays_unchanged():
 @pytest.mark.parametrize("make", [
     lambda enc, **kw: SceneClassifier(enc, 2, **kw),
     lambda enc, **kw: Segmenter(enc, 2, width=16, **kw),
-    lambda enc, **kw: ChangeDetector(enc, 2, width=16, **kw)], ids=["classify", "segment", "change"])
+    lambda enc, **kw: ChangeDetector(enc, 2, width=16, **kw)],
+    ids=["classify", "segment", "change"])
 def test_partial_freezing_trains_only_the_last_blocks(make):
     enc = api.build_encoder(None, "specaware_debug")
     model = make(enc, freeze="partial", trainable_blocks=1)

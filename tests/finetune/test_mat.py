@@ -61,7 +61,8 @@ def test_fixture_writer_and_file_wavelengths_win_over_the_table(tmp_path):
     savemat(image, {"indian_pines_corrected": arrays["indian_pines_corrected"],
                     "wavelength": own})
     scene = load_benchmark("indian_pines", image, gt)
-    assert np.allclose(scene.scene.wavelength, own * 1000) and not scene.scene.approximate_wavelengths
+    assert np.allclose(scene.scene.wavelength, own * 1000)
+    assert not scene.scene.approximate_wavelengths
 
 
 def test_wrong_key_lists_what_the_file_holds(tmp_path):

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from specaware.finetune.datasets import wavelengths as wltab
-from specaware.finetune.datasets.scene import IGNORE, ChangeScene, HSIScene, LabelledScene, normalize
+from specaware.finetune.datasets.scene import (IGNORE, ChangeScene, HSIScene, LabelledScene,
+                                               normalize)
 
 log = logging.getLogger(__name__)
 WAVELENGTH_KEYS = ("wavelength", "wavelengths", "wl", "lambda")

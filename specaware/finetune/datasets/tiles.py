@@ -38,7 +38,8 @@ class TileFolder(Dataset):
             raise ValueError(f"{root}: needs one sub-folder per class (at least 2), found "
                              f"{self.class_names}")
         self.items = [(p, k) for k, name in enumerate(self.class_names)
-                      for p in sorted((root / name).iterdir()) if p.suffix.lower() in RASTER_SUFFIXES]
+                      for p in sorted((root / name).iterdir())
+                      if p.suffix.lower() in RASTER_SUFFIXES]
         if not self.items:
             raise ValueError(f"{root}: no raster tiles ({', '.join(sorted(RASTER_SUFFIXES))}) "
                              "inside the class folders")

@@ -20,7 +20,8 @@ from specaware.finetune.heads.common import FrozenAwareModule, Freeze, pad_to_pa
 class SceneClassifier(FrozenAwareModule):
     """batch dict (INTERFACES.md "A batch") -> logits [b, K]."""
 
-    def __init__(self, encoder: nn.Module, num_classes: int, head: Literal["linear", "mlp"] = "linear",
+    def __init__(self, encoder: nn.Module, num_classes: int,
+                 head: Literal["linear", "mlp"] = "linear",
                  pool: Literal["mean", "center"] = "mean", freeze: Freeze = "full",
                  trainable_blocks: int = 1, hidden: int = 256, dropout: float = 0.0):
         super().__init__()
