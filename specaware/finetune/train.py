@@ -125,6 +125,17 @@ def _train_epoch(model, loader, optimizer, scheduler, cfg: OptimConfig, task: st
     return total / max(count, 1)
 
 
+def _optimizer(model: nn.Module, train_loader, cfg: OptimConfig):
+    """AdamW over the trainable parameter groups, its schedule, and steps per epoch."""
+    params = _param_groups(model, cfg)
+    if not params:
+        raise ValueError("nothing to train: every parameter is frozen")
+    optimizer = torch.optim.AdamW(params)
+    steps = len(train_loader) if cfg.max_steps_per_epoch == 0 else min(
+        len(train_loader), cfg.max_steps_per_epoch)
+    return optimizer, _schedule(optimizer, steps * cfg.epochs, cfg.warmup_fraction), steps
+
+
 def fit(model: nn.Module, train_loader, val_loader, task: str, num_classes: int,
         cfg: OptimConfig, device: torch.device, progress: bool = True,
         on_best: Callable[[nn.Module, int, dict], None] | None = None) -> FitResult:
@@ -133,13 +144,7 @@ def fit(model: nn.Module, train_loader, val_loader, task: str, num_classes: int,
     `on_best(model, epoch, val_metrics)` is called at each new best (e.g. to save a checkpoint).
     """
     model.to(device)
-    params = _param_groups(model, cfg)
-    if not params:
-        raise ValueError("nothing to train: every parameter is frozen")
-    optimizer = torch.optim.AdamW(params)
-    steps = len(train_loader) if cfg.max_steps_per_epoch == 0 else min(
-        len(train_loader), cfg.max_steps_per_epoch)
-    scheduler = _schedule(optimizer, steps * cfg.epochs, cfg.warmup_fraction)
+    optimizer, scheduler, steps = _optimizer(model, train_loader, cfg)
     metric = HEADLINE[task]
     weight = (class_weights(train_loader, task, num_classes).to(device)
               if cfg.class_weight == "balanced" else None)

@@ -71,3 +71,24 @@ def test_summarize_gives_mean_and_population_std():
     s = summarize([{"oa": 0.8, "per_class_acc": [1]}, {"oa": 0.9, "per_class_acc": [1]}])
     assert s["oa"] == pytest.approx((0.85, 0.05))
     assert "per_class_acc" not in s
+
+
+def test_mean_f1_and_multiclass_change_aa_match_hand_computation():
+    assert classification_metrics(CM)["mean_f1"] == pytest.approx((10 / 13 + 12 / 17 + 0.8) / 3)
+    cm = np.array([[50, 4, 6], [2, 10, 3], [3, 2, 20]])
+    assert change_metrics(cm)["multi_aa"] == pytest.approx((50 / 60 + 10 / 15 + 20 / 25) / 3)
+
+
+def test_evaluate_accumulates_batches_and_skips_unlabelled_pixels():
+    import torch
+
+    from specaware.finetune.train import evaluate
+
+    class Fixed(torch.nn.Module):   # logits are the batch's "scores"
+        def forward(self, batch):
+            return batch["scores"]
+
+    batches = [{"scores": torch.tensor([[2.0, 0.0], [0.0, 2.0]]), "label": torch.tensor([0, 0])},
+               {"scores": torch.tensor([[0.0, 2.0], [2.0, 0.0]]), "label": torch.tensor([1, -1])}]
+    cm, m = evaluate(Fixed(), batches, "classification", 2, torch.device("cpu"))
+    assert cm.tolist() == [[1, 1], [0, 1]] and m["oa"] == pytest.approx(2 / 3)
