@@ -106,3 +106,10 @@ def test_preset_that_contradicts_the_config_is_rejected_naming_both():
     cfg = load_config([DEBUG_YAML], ["deepspeed.preset=nonesuch"])
     with pytest.raises(ConfigError, match="deepspeed.preset"):
         make_ds_config(cfg, 2, PRESET_DIR)
+
+
+def test_deepspeed_launcher_local_rank_argument_is_accepted():
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--local_rank=1", DEBUG_YAML, "train.steps=2"])
+    assert args.local_rank == 1 and cli.split_items(args.items) == ([DEBUG_YAML], ["train.steps=2"])
