@@ -27,7 +27,7 @@ from specaware.config import ConfigError, save_yaml, to_dict
 from specaware.training import checkpoint, distributed
 from specaware.training.config import PretrainConfig, require_shards, resolved, view_config
 from specaware.training.ds_config import make_ds_config
-from specaware.training.faults import fault_point
+from specaware.training.faults import fault_point, nan_injected
 from specaware.training.optim import make_optimizer
 from specaware.training.progress import Progress
 from specaware.training.schedule import make_scheduler
@@ -158,7 +158,10 @@ class Trainer:
         while done < self.cfg.train.grad_accum:
             batch = self._next_batch(step)
             out = self.engine(batch, mask_ratio=self.cfg.model.mask_ratio)
-            if distributed.any_true(not bool(torch.isfinite(out.loss.detach())), self.device):
+            loss = out.loss.detach()
+            if nan_injected(step, self.env.rank, self.env.world_size):
+                loss = loss * float("nan")
+            if distributed.any_true(not bool(torch.isfinite(loss)), self.device):
                 bad, self.nonfinite_total = bad + 1, self.nonfinite_total + 1
                 log.warning("step %d: non-finite loss on some rank, micro-batch skipped "
                             "(%d in a row, %d in total)", step, bad, self.nonfinite_total)

@@ -3,7 +3,8 @@
 Real runs of `specaware_debug` on tiny real shards, one per launcher/stage, shared by the tests:
 - zero1: torchrun, wandb offline, image panels, MFU (a configured peak) -> also the reference
   of the resume and export tests;
-- zero2: launch/pretrain_torchrun.sh with a loader worker process;
+- zero2: launch/pretrain_torchrun.sh with a loader worker process, and a NaN loss injected on
+  one rank (faults.py), which both ranks must skip;
 - zero3: launch/pretrain_deepspeed.sh (single node);
 - crashed + resumed: ZeRO-1 killed while writing its last checkpoint, then `--resume auto`.
 """
@@ -26,6 +27,7 @@ from tests.training.wandb_records import find_offline_run, history
 pytestmark = pytest.mark.distributed
 
 STAGE_RUNS = {1: "zero1", 2: "zero2", 3: "zero3"}
+NAN_STEP = 3        # zero2: rank 1 alone sees a NaN loss in this (0-based) step
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def zero1(tmp_path_factory, base_items):
 def zero2(tmp_path_factory, base_items):
     run_dir = tmp_path_factory.mktemp("zero2") / "run"
     items = [*base_items, "deepspeed.zero_stage=2", "data.num_workers=1"]
-    return launch(run_dir, items, launcher="torchrun.sh").check()
+    return launch(run_dir, items, launcher="torchrun.sh", fault=f"nan:{NAN_STEP}").check()
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,18 @@ def test_zero_stage_trains_and_writes_checkpoints(stage, request):
             "rank_00000.safetensors", "rank_00001.safetensors"]
         assert (ckpt / "config.yaml").is_file()
     assert (run.run_dir / "config.yaml").is_file()
+
+
+def test_nan_on_one_rank_is_skipped_by_every_rank_and_training_goes_on(zero2):
+    skipped = [line for line in zero2.output.splitlines()
+               if f"step {NAN_STEP}: non-finite loss on some rank, micro-batch skipped" in line]
+    assert len(skipped) == 2, skipped                   # once on each rank, nowhere else
+    assert any("[rank 0]" in line for line in skipped) and any("[rank 1]" in line
+                                                              for line in skipped)
+    assert zero2.output.count("non-finite loss") == 2
+    for ckpt in checkpoint.list_complete(zero2.run_dir):
+        assert checkpoint.read_state(ckpt)["nonfinite_skipped"] == 1
+    assert all(np.isfinite(v) for v in zero2.losses().values())
 
 
 def test_zero1_and_zero3_give_the_same_loss_curve(zero1, zero3):
