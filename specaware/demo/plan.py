@@ -18,7 +18,7 @@ class Plan:
     pretrain_steps: int = 600
     pretrain_tile: int = 32          # shard tile size, pixels
     procs: int = 1                   # DeepSpeed processes (torchrun when > 1)
-    sensor: str = "enmap"            # sensor of the downstream tasks
+    sensor: str = "sentinel-2a"      # sensor of the downstream tasks
     class_tile: int = 16             # scene-classification tile, pixels
     class_purity: float = 0.7        # dominant-class share a classification tile needs
     max_tiles_per_class: int = 40
