@@ -69,7 +69,8 @@ def launch(run_dir: Path, items: list[str], *, nproc: int = 2, launcher: str = "
     """Run `specaware pretrain` over `items` (configs + key=value) with `nproc` processes.
 
     launcher: "torchrun" (python -m torch.distributed.run), "torchrun.sh" / "deepspeed.sh"
-    (the scripts of launch/), or "plain" (one process, no launcher: the console script).
+    (the scripts of launch/), "slurm" (launch/slurm/pretrain.sbatch with a stand-in srun), or
+    "plain" (one process, no launcher: the console script).
     """
     args = [*items, f"checkpoint.run_dir={run_dir}"] + (["--resume", resume] if resume else [])
     env = run_env(fault)
@@ -84,6 +85,13 @@ def launch(run_dir: Path, items: list[str], *, nproc: int = 2, launcher: str = "
                    PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
         env.pop("HOSTFILE", None)
         cmd = ["bash", str(script), *args]
+    elif launcher == "slurm":
+        # the sbatch script as Slurm would run it, with srun/scontrol stand-ins on PATH
+        fake = Path(__file__).resolve().parent / "fake_slurm"
+        env.update(SLURM_NTASKS=str(nproc), SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="localhost",
+                   SLURM_CPUS_PER_TASK="1", MASTER_PORT=str(free_port()), PYTHON=sys.executable,
+                   PATH=f"{fake}{os.pathsep}{env.get('PATH', '')}")
+        cmd = ["bash", str(REPO / "launch" / "slurm" / "pretrain.sbatch"), *args]
     elif launcher == "plain":
         cmd = [str(Path(sys.executable).parent / "specaware"), "pretrain", *args]
     else:

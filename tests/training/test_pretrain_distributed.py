@@ -6,7 +6,8 @@ Real runs of `specaware_debug` on tiny real shards, one per launcher/stage, shar
 - zero2: launch/pretrain_torchrun.sh with a loader worker process, and a NaN loss injected on
   one rank (faults.py), which both ranks must skip;
 - zero3: launch/pretrain_deepspeed.sh (single node);
-- crashed + resumed: ZeRO-1 killed while writing its last checkpoint, then `--resume auto`.
+- crashed + resumed: ZeRO-1 killed while writing its last checkpoint (torchrun), then
+  `--resume auto` as a requeued Slurm job (launch/slurm/pretrain.sbatch, stand-in srun).
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def crashed(tmp_path_factory, base_items):
 @pytest.fixture(scope="module")
 def resumed(crashed):
     result, items = crashed
-    return launch(result.run_dir, items, resume="auto").check()
+    return launch(result.run_dir, items, resume="auto", launcher="slurm").check()
 
 
 def module_state(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -151,6 +152,7 @@ def test_killed_run_leaves_interrupted_checkpoint_that_resume_ignores(crashed):
 def test_resume_auto_reaches_the_same_weights_as_an_uninterrupted_run(resumed, zero1):
     assert f"resumed from {resumed.run_dir / 'checkpoints' / checkpoint.step_name(EVERY)}" \
         in resumed.output
+    assert "rank 0/2 (local 0) via slurm" in resumed.output
     final = resumed.run_dir / "checkpoints" / checkpoint.step_name(STEPS)
     assert checkpoint.is_complete(final)
     assert not list((resumed.run_dir / "checkpoints").glob(".tmp-*"))
