@@ -61,8 +61,9 @@ def reconstruction_panels(export: Path, shards: Path, out_dir: Path, seed: int =
     model, meta = _load_mae(export)
     manifest = json.loads((Path(shards) / "manifest.json").read_text())
     by_sensor: dict[str, list[str]] = {}
-    for row in manifest["tiles"]:
-        by_sensor.setdefault(row["sensor"], []).append(row["key"])
+    for row in manifest["tiles"]:  # the real spyndex tile: its own panel (4 bands, real data)
+        name = "real-" + row["sensor"] if row["scene"].startswith("spyndex") else row["sensor"]
+        by_sensor.setdefault(name, []).append(row["key"])
     made = {}
     for sensor, keys in sorted(by_sensor.items()):
         pick = [keys[i] for i in np.linspace(0, len(keys) - 1, min(rows, len(keys))).astype(int)]
@@ -74,7 +75,7 @@ def reconstruction_panels(export: Path, shards: Path, out_dir: Path, seed: int =
         made[sensor] = render_panel(
             batch, out.pred.float(), out.mask, model.config.patch_size,
             Path(out_dir) / f"recon_{sensor}.png", max_rows=rows,
-            title=f"{sensor}: {batch['band_mask'][0].sum().item()} bands, masked ratio "
+            title=f"{sensor}: {batch['band_mask'][0].sum().item()} bands, hidden patches "
                   f"{out.mask.float().mean():.2f}, model step {meta.get('step')}")
     return made
 

@@ -150,7 +150,8 @@ def _finetune(task: str, config: str, items: list[str], log_path: Path) -> dict:
     from specaware.config import build
     from specaware.finetune.config import FinetuneConfig
     from specaware.finetune.runner import run
-    print(f"  $ specaware finetune --config {config} " + " ".join(items), flush=True)
+    shown = [i if len(i) < 120 else i.split("=")[0] + "=[...]" for i in items]
+    print(f"  $ specaware finetune --config {config} " + " ".join(shown), flush=True)
     print(f"  (per-epoch log: {log_path})", flush=True)
     cfg = build(FinetuneConfig, [config], items)
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -79,8 +79,9 @@ class Stages:
         rows = [(r.name, f"{r.seconds:7.1f} s", "reused" if r.reused else "ran")
                 for r in self.results]
         total = sum(r.seconds for r in self.results if not r.reused)
-        lines = [f"{n:<16} {s}  {how}" for n, s, how in rows]
-        return "\n".join(lines + [f"{'total (ran)':<16} {total:7.1f} s"])
+        width = max([len(n) for n, _, _ in rows] + [11])
+        lines = [f"{n:<{width}} {s}  {how}" for n, s, how in rows]
+        return "\n".join(lines + [f"{'total (ran)':<{width}} {total:7.1f} s"])
 
 
 def _remove(path: Path) -> None:
