@@ -9,6 +9,11 @@ hang), counted and logged; `train.max_nonfinite` consecutive skips stop the run 
 Data-stream position: the loader is (re)started at step 0 and right after every checkpoint with
 a seed derived from (train.seed, step). A run resumed from checkpoint N therefore starts exactly
 the stream the uninterrupted run started at step N, with no need to replay N steps of data.
+`data.curation` (curate.py: balanced strata, entropy pruning) decides which tiles that stream
+draws and how often; it is computed once per process from the shard manifest.
+
+At the end rank 0 writes `run_dir/summary.json` (throughput medians, final loss) for scripts
+and benchmarks (bench/bench_train.py).
 """
 from __future__ import annotations
 
