@@ -45,15 +45,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        choices = [arg for arg in args if arg is not type(None)]
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in choices:
             try:
                 return _coerce(value, arg, key)
             except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"config key '{key}': {value!r} fits none of {tp}")
+                errors.append(e)
+        if len(errors) == 1:       # `X | None`: X's own error names the inner key
+            raise errors[0]
+        raise ConfigError(f"config key '{key}': {value!r} fits none of {tp}: "
+                          + "; ".join(str(e) for e in errors))
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(
@@ -113,6 +115,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _merge_mapping(base: dict, update: dict) -> dict:
+    """Recursive dict update that returns a new dict."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = _merge_mapping(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def merge(cfg: T, overrides: dict, prefix: str = "") -> T:
     """Return a copy of dataclass `cfg` with the (nested) mapping `overrides` applied."""
     if overrides is None:
@@ -128,6 +141,10 @@ def merge(cfg: T, overrides: dict, prefix: str = "") -> T:
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = merge(current, value, prefix=f"{prefix}{key}.")
+        elif isinstance(current, dict) and isinstance(value, dict):
+            # free-form mappings (e.g. model.overrides) merge key by key, so one
+            # `model.overrides.depth=4` does not drop what a YAML file set
+            changes[key] = _merge_mapping(current, _coerce(value, tp, f"{prefix}{key}"))
         else:
             changes[key] = _coerce(value, tp, f"{prefix}{key}")
     return dataclasses.replace(cfg, **changes)
