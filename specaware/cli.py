@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("specaware.training.export", "consolidate a checkpoint into .safetensors + JSON"),
     "finetune": ("specaware.finetune.cli", "fine-tune a downstream head on a pretrained encoder"),
     "predict": ("specaware.finetune.predict", "sliding-window prediction of a full scene to GeoTIFF"),
+    "models": ("specaware.models_cli", "list model variants with parameters and FLOPs per tile"),
     "bench": ("specaware.bench_cli", "run the benchmarks in bench/ and print their ratios"),
     "demo": ("specaware.demo", "the end-to-end demo on the embedded default dataset"),
 }
