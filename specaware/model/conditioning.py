@@ -81,11 +81,11 @@ def band_statistics(x: Tensor, valid: Tensor, band_mask: Tensor) -> dict[str, Te
     band_mask: bool [b, c]. Returns mean, std [b, c] (units of x), valid_frac [b, c],
     brightness [b] (mean |band mean| over real bands, units of x).
     """
-    w = valid.to(x.dtype)
-    count = reduce(w, "b c n p -> b c", "sum")
-    mean = reduce(x * w, "b c n p -> b c", "sum") / count.clamp_min(1.0)
-    centred = (x - rearrange(mean, "b c -> b c 1 1")) * w
-    var = reduce(centred.square(), "b c n p -> b c", "sum") / count.clamp_min(1.0)
+    count = reduce(valid, "b c n p -> b c", "sum").to(x.dtype)
+    x = x * valid                     # the bool mask multiplies without a float copy
+    mean = reduce(x, "b c n p -> b c", "sum") / count.clamp_min(1.0)
+    centred = (x - rearrange(mean, "b c -> b c 1 1")) * valid
+    var = torch.linalg.vector_norm(centred, dim=(2, 3)).square() / count.clamp_min(1.0)
     real = band_mask.to(x.dtype)
     brightness = (mean.abs() * real).sum(1) / real.sum(1).clamp_min(1.0)
     return {"mean": mean, "std": var.sqrt(), "valid_frac": count / (x.shape[2] * x.shape[3]),
@@ -103,13 +103,14 @@ def band_scale(stats: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
 def standardise(x: Tensor, valid: Tensor, stats: dict[str, Tensor]) -> Tensor:
     """(x - band mean) / band std, 0 at invalid pixels; x, valid [b, c, n, p]."""
     mean, std = band_scale(stats)
-    return (x - mean) / std * valid.to(x.dtype)
+    scale = 1.0 / std
+    return torch.addcmul(-mean * scale, x, scale) * valid      # two passes over x
 
 
 def destandardise(x: Tensor, stats: dict[str, Tensor]) -> Tensor:
     """Inverse of `standardise` (at valid pixels): x [b, c, n, p] -> units of the statistics."""
     mean, std = band_scale(stats)
-    return x * std + mean
+    return torch.addcmul(mean, x, std)                         # one pass over x
 
 
 def content_features(stats: dict[str, Tensor]) -> Tensor:

@@ -20,6 +20,7 @@ features (+1 constant), dd decoder width, dz condition width.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from einops import rearrange
@@ -27,6 +28,16 @@ from torch import Tensor, nn
 
 from specaware.model.conditioning import BandConditioning
 from specaware.model.config import ConditioningConfig
+
+
+class HeadFactors(NamedTuple):
+    """What the hypernetwork generates for the target bands (letters as in the module doc)."""
+    h: Tensor       # [b, c, j] basis mixing features, constant 1 last
+    a: Tensor       # [b, c, r, p] spatial factors A_c (transposed)
+    bias: Tensor    # [b, c, p] per-band pixel bias
+
+    def detach(self) -> "HeadFactors":
+        return HeadFactors(*(t.detach() for t in self))
 
 
 class HyperOutputHead(nn.Module):
@@ -50,14 +61,26 @@ class HyperOutputHead(nn.Module):
 
     def forward(self, tokens: Tensor, target) -> Tensor:
         """tokens [b, n, dd] (no cls), target: BandInputs of the target view -> [b, c, n, p]."""
+        return self.pixels(self.project(tokens), self.factors(target))
+
+    def factors(self, target) -> HeadFactors:
+        """Per-band factors of the target view (BandInputs), from its metadata only."""
         z = self.conditioning(target.wavelength, target.fwhm, target.sensor, target.level,
                               target.band_mask)
         h = self.b_features(z)
-        h = torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)            # [b, c, j]
-        projected = rearrange(tokens @ self.b_basis.to(tokens.dtype),
-                              "b n (j r) -> b j (n r)", r=self.rank)
-        mixed = rearrange(torch.bmm(h.to(tokens.dtype), projected),
-                          "b c (n r) -> b c n r", r=self.rank)
+        h = torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)
         a = rearrange(self.a_gen(z), "b c (p r) -> b c r p", r=self.rank)
-        return torch.matmul(mixed, a.to(mixed.dtype)) + rearrange(self.pixel_bias(z),
-                                                                  "b c p -> b c 1 p")
+        return HeadFactors(h, a, self.pixel_bias(z))
+
+    def project(self, tokens: Tensor) -> Tensor:
+        """Tokens on the shared basis G: [b, n, dd] -> S [b, n, j*r]. Per patch, so a caller
+        may keep the rows of some patches only (the masked ones, for the loss)."""
+        return tokens @ self.b_basis.to(tokens.dtype)
+
+    def pixels(self, projected: Tensor, f: HeadFactors) -> Tensor:
+        """S [b, n, j*r] + factors -> standardised pixels [b, c, n, p]."""
+        dtype = projected.dtype
+        projected = rearrange(projected, "b n (j r) -> b j (n r)", r=self.rank)
+        mixed = rearrange(torch.bmm(f.h.to(dtype), projected), "b c (n r) -> b c n r",
+                          r=self.rank)
+        return torch.matmul(mixed, f.a.to(dtype)) + rearrange(f.bias, "b c p -> b c 1 p")

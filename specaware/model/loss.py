@@ -26,42 +26,49 @@ from specaware.model.conditioning import destandardise, standardise
 from specaware.model.config import LossConfig
 
 
-def loss_weights(valid: Tensor, mask: Tensor) -> Tensor:
-    """bool [b, c, n, p]: valid target pixel of a real band inside a masked patch."""
-    return valid & rearrange(mask, "b n -> b 1 n 1")
+def loss_weights(valid: Tensor, mask: Tensor | None) -> Tensor:
+    """bool [b, c, n, p]: valid target pixel of a real band inside a masked patch
+    (mask None: every given patch counts, e.g. patches already gathered to the masked ones)."""
+    return valid if mask is None else valid & rearrange(mask, "b n -> b 1 n 1")
 
 
 def pixel_loss(pred: Tensor, target: Tensor, weight: Tensor, cfg: LossConfig) -> Tensor:
-    """Mean Charbonnier or squared error over the weighted elements (0 if there are none)."""
-    diff = pred - target
+    """Mean Charbonnier or squared error over the elements where `weight` (bool) is True
+    (0 if there are none). Each step is one pass over the tensor: the bool mask multiplies
+    without being turned into a float tensor, and Charbonnier is `hypot(diff, eps)`, whose
+    value at a masked-out element (diff 0) is exactly eps and is subtracted after the sum."""
+    diff = (pred - target) * weight
+    count = weight.sum()
     if cfg.pixel == "charbonnier":
-        err = torch.sqrt(diff.square() + cfg.charbonnier_eps ** 2)
+        eps = cfg.charbonnier_eps
+        total = torch.hypot(diff, diff.new_tensor(eps)).sum() - eps * (weight.numel() - count)
     elif cfg.pixel == "mse":
-        err = diff.square()
+        total = torch.linalg.vector_norm(diff).square()
     else:
         raise ValueError(f"config key 'loss.pixel': {cfg.pixel!r} is not 'charbonnier' or 'mse'")
-    w = weight.to(err.dtype)
-    return (err * w).sum() / w.sum().clamp_min(1.0)
+    return total / count.clamp_min(1)
 
 
 def spectral_angle_loss(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
-    """Mean over pixels of 1 - cosine over bands; pred/target [b, c, n, p] physical units."""
-    w = weight.to(pred.dtype)
-    pred, target = pred * w, target * w
+    """Mean over pixels of 1 - cosine over the weighted bands; pred/target [b, c, n, p]
+    physical units, weight bool [b, c, n, p]."""
+    pred, target = pred * weight, target * weight
     tiny = 1e-12
     dot = reduce(pred * target, "b c n p -> b n p", "sum")
-    pred_norm = torch.sqrt(reduce(pred.square(), "b c n p -> b n p", "sum") + tiny)
-    target_sq = reduce(target.square(), "b c n p -> b n p", "sum")
-    counted = (target_sq > tiny).to(pred.dtype)   # pixels with a spectrum to compare with
+    pred_norm = torch.sqrt(torch.linalg.vector_norm(pred, dim=1).square() + tiny)
+    target_sq = torch.linalg.vector_norm(target, dim=1).square()
+    counted = target_sq > tiny                     # pixels with a spectrum to compare with
     cos = dot / (pred_norm * torch.sqrt(target_sq + tiny))
-    return ((1.0 - cos) * counted).sum() / counted.sum().clamp_min(1.0)
+    return ((1.0 - cos) * counted).sum() / counted.sum().clamp_min(1)
 
 
 def reconstruction_loss(pred_std: Tensor, target_patches: Tensor, target_valid: Tensor,
-                        stats: dict[str, Tensor], mask: Tensor,
+                        stats: dict[str, Tensor], mask: Tensor | None,
                         cfg: LossConfig) -> tuple[Tensor, dict[str, Tensor]]:
     """pred_std [b, c, n, p] standardised prediction; target_patches/valid [b, c, n, p];
-    stats: `band_statistics` of the full target; mask bool [b, n] True = hidden patch.
+    stats: `band_statistics` of the full target; mask bool [b, n] True = hidden patch, or None
+    when the patches given are the hidden ones already (`MaskedAutoencoder` gathers them first,
+    so the pixels of visible patches are never touched here).
     Returns (total, {"sam": ..., "charbonnier"|"mse": ...})."""
     pred_std = pred_std.float()
     target_patches = target_patches.float()

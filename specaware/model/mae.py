@@ -13,6 +13,8 @@ Letters: b batch, c bands, n patches, p patch pixels (k*k), d encoder width, dd 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -21,10 +23,11 @@ from specaware.model.block import Block, make_mlp
 from specaware.model.conditioning import band_statistics, destandardise
 from specaware.model.config import MAEConfig
 from specaware.model.encoder import EncoderOutput, SpecAwareEncoder
-from specaware.model.hyper_head import HyperOutputHead
+from specaware.model.hyper_head import HeadFactors, HyperOutputHead
 from specaware.model.inputs import BandInputs
 from specaware.model.loss import reconstruction_loss
-from specaware.model.masking import random_masking, scatter_tokens, unpatchify
+from specaware.model.masking import (gather_patches, gather_tokens, hidden_indices,
+                                     random_masking, scatter_tokens, unpatchify)
 from specaware.model.pos_embed import MetricPositionEmbedding
 
 
@@ -32,9 +35,16 @@ from specaware.model.pos_embed import MetricPositionEmbedding
 class MAEOutput:
     loss: Tensor                    # [] weighted total
     parts: dict[str, Tensor]        # "sam", "charbonnier" | "mse"
-    pred: Tensor                    # [b, c_target, H, W] reconstruction, target's units
     mask: Tensor                    # bool [b, n] True = hidden from the encoder
     routing: dict = field(default_factory=dict, repr=False)  # name -> moe.RoutingMetrics
+    reconstruct: Callable[[], Tensor] | None = field(default=None, repr=False)
+
+    @cached_property
+    def pred(self) -> Tensor:
+        """[b, c_target, H, W] reconstruction of every patch, target's units, no gradient.
+        Built on first access from values the step kept (detached, so later optimiser steps do
+        not change it): a training step that does not look at it pays nothing for it."""
+        return self.reconstruct()
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -107,13 +117,30 @@ class MaskedAutoencoder(nn.Module):
         keep, mask = random_masking(inputs.patches.shape[0], inputs.num_patches, ratio,
                                     inputs.patches.device, generator)
         encoded = self.forward_encoder(inputs, keep)
-        pred_std, routing = self.forward_decoder(encoded, inputs, target)
-        stats = band_statistics(target.patches, target.valid, target.band_mask)
-        loss, parts = reconstruction_loss(pred_std, target.patches, target.valid, stats, mask,
+        tokens, routing = self.decoder(encoded, inputs)
+        # the loss sees the hidden patches only: the head runs on their tokens, and the pixels
+        # of visible patches are neither predicted nor read for it (the reconstruction of all
+        # patches, `pred`, is made on demand from the detached projection).
+        projected, factors = self.head.project(tokens), self.head.factors(target)
+        hidden = hidden_indices(mask, mask.shape[1] - keep.shape[1])
+        pred_std = self.head.pixels(gather_tokens(projected, hidden), factors)
+        with torch.no_grad():
+            stats = band_statistics(target.patches, target.valid, target.band_mask)
+        loss, parts = reconstruction_loss(pred_std, gather_patches(target.patches, hidden),
+                                          gather_patches(target.valid, hidden), stats, None,
                                           self.config.loss)
-        pred = unpatchify(destandardise(pred_std.float(), stats), self.config.patch_size,
-                          inputs.grid[1])
-        return MAEOutput(loss, parts, pred, mask, {**encoded.routing, **routing})
+        rebuild = self._reconstruction(projected.detach(), factors.detach(), stats,
+                                       inputs.grid[1])
+        return MAEOutput(loss, parts, mask, {**encoded.routing, **routing}, rebuild)
+
+    def _reconstruction(self, projected: Tensor, factors: HeadFactors,
+                        stats: dict[str, Tensor], grid_w: int) -> Callable[[], Tensor]:
+        """A closure giving the [b, c, H, W] reconstruction of every patch from detached values."""
+        def build() -> Tensor:
+            with torch.no_grad():
+                pred_std = self.head.pixels(projected, factors).float()
+                return unpatchify(destandardise(pred_std, stats), self.config.patch_size, grid_w)
+        return build
 
     def forward_encoder(self, inputs: BandInputs, keep: Tensor) -> EncoderOutput:
         return self.encoder(inputs, keep)

@@ -47,6 +47,14 @@ def random_masking(batch_size: int, num_patches: int, mask_ratio: float, device,
     return keep, mask
 
 
+def hidden_indices(mask: Tensor, num_hidden: int) -> Tensor:
+    """bool mask [b, n] with `num_hidden` True (hidden) per sample, as `random_masking` makes
+    -> hidden patch indices [b, num_hidden], ascending. (A stable sort rather than `nonzero`,
+    so it also runs on the meta device.)"""
+    order = torch.argsort(mask.to(torch.uint8), dim=1, descending=True, stable=True)
+    return order[:, :num_hidden]
+
+
 def gather_patches(x: Tensor, keep: Tensor) -> Tensor:
     """x [b, c, n, p], keep [b, n_keep] -> [b, c, n_keep, p] (only those patches are copied)."""
     b, c, _, p = x.shape

@@ -1,0 +1,83 @@
+"""The fast paths of a training step compute what the plain formulas compute.
+
+The loss gathers the hidden patches before anything else and uses fused one-pass ops; here a
+dense reference (float masks over ALL patches, written the direct way) checks value and gradient.
+"""
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+
+import specaware
+from specaware.model.conditioning import band_statistics, destandardise
+from specaware.model.config import LossConfig
+from specaware.model.loss import reconstruction_loss
+from specaware.model.masking import gather_patches, hidden_indices, random_masking, unpatchify
+from tests.model.batches import pad_batch, sample
+
+
+def dense_reference_loss(pred_std, target, valid, mask, cfg: LossConfig):
+    """The loss the direct way: every patch, float weights, no fused ops."""
+    w = (valid & rearrange(mask, "b n -> b 1 n 1")).float()
+    vf = valid.float()
+    count = vf.sum((2, 3))
+    mean = (target * vf).sum((2, 3)) / count.clamp_min(1.0)
+    var = (((target - mean[..., None, None]) * vf) ** 2).sum((2, 3)) / count.clamp_min(1.0)
+    real = (count > 0).float()
+    bright = (mean.abs() * real).sum(1) / real.sum(1).clamp_min(1.0)
+    std = torch.maximum(var.sqrt(), 0.01 * bright[:, None] + 1e-6)[..., None, None]
+    mean = mean[..., None, None]
+    target_std = (target - mean) / std * vf
+    diff = pred_std - target_std
+    err = (diff ** 2 + cfg.charbonnier_eps ** 2).sqrt() if cfg.pixel == "charbonnier" else diff ** 2
+    pix = (err * w).sum() / w.sum().clamp_min(1.0)
+    p, t = (pred_std * std + mean) * w, target * w
+    dot, pn, tn = (p * t).sum(1), ((p ** 2).sum(1) + 1e-12).sqrt(), (t ** 2).sum(1)
+    counted = (tn > 1e-12).float()
+    sam = ((1 - dot / (pn * (tn + 1e-12).sqrt())) * counted).sum() / counted.sum().clamp_min(1.0)
+    return pix + sam
+
+
+def test_loss_on_gathered_hidden_patches_equals_dense_loss():
+    gen = torch.Generator().manual_seed(3)
+    b, c, n, p = 2, 6, 16, 4
+    target = torch.rand(b, c, n, p, generator=gen) + 0.2
+    valid = torch.rand(b, c, n, p, generator=gen) > 0.1
+    valid[1, 5] = False                                        # a padded band
+    target = target * valid
+    keep, mask = random_masking(b, n, 0.75, "cpu", gen)
+    for pixel in ("charbonnier", "mse"):
+        cfg = LossConfig(pixel=pixel)
+        pred = torch.randn(b, c, n, p, generator=gen, requires_grad=True)
+        want = dense_reference_loss(pred, target, valid, mask, cfg)
+        (want_grad,) = torch.autograd.grad(want, pred)
+        hidden = hidden_indices(mask, n - keep.shape[1])
+        stats = band_statistics(target, valid, valid.any(-1).any(-1))
+        got, _ = reconstruction_loss(gather_patches(pred, hidden), gather_patches(target, hidden),
+                                     gather_patches(valid, hidden), stats, None, cfg)
+        (got_grad,) = torch.autograd.grad(got, pred)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_hidden_indices_list_the_masked_patches_in_order():
+    keep, mask = random_masking(3, 20, 0.75, "cpu", torch.Generator().manual_seed(0))
+    hidden = hidden_indices(mask, 15)
+    for row, m in zip(hidden, mask):
+        assert row.tolist() == m.nonzero()[:, 0].tolist()
+
+
+def test_pred_is_the_head_on_every_patch():
+    torch.manual_seed(0)
+    mae = specaware.create_model("specaware_debug").eval()
+    batch = pad_batch([sample(9, seed=1), sample(6, seed=2)])
+    out = mae(batch, generator=torch.Generator().manual_seed(0))
+    inputs = mae.encoder.prepare(batch)
+    keep, mask = random_masking(2, inputs.num_patches, mae.config.mask_ratio, "cpu",
+                                torch.Generator().manual_seed(0))
+    assert torch.equal(mask, out.mask)
+    pred_std, _ = mae.forward_decoder(mae.forward_encoder(inputs, keep), inputs, inputs)
+    stats = band_statistics(inputs.patches, inputs.valid, inputs.band_mask)
+    want = unpatchify(destandardise(pred_std, stats), 8, inputs.grid[1])
+    assert not out.pred.requires_grad
+    torch.testing.assert_close(out.pred, want.detach(), rtol=1e-5, atol=1e-6)
