@@ -75,8 +75,8 @@ def reconstruction_panels(export: Path, shards: Path, out_dir: Path, seed: int =
         made[sensor] = render_panel(
             batch, out.pred.float(), out.mask, model.config.patch_size,
             Path(out_dir) / f"recon_{sensor}.png", max_rows=rows,
-            title=f"{sensor}: {batch['band_mask'][0].sum().item()} bands, hidden patches "
-                  f"{out.mask.float().mean():.2f}, model step {meta.get('step')}")
+            title=f"{sensor}: {batch['band_mask'][0].sum().item()} bands, "
+                  f"{out.mask.float().mean():.0%} of patches hidden, model step {meta.get('step')}")
     return made
 
 
