@@ -28,6 +28,8 @@ with shard and key (`loader.stats`). Past `max_skip_rate` (checked once `min_ski
 seen, and at the end of an eval pass) the run stops with a SkipRateError naming the shards.
 Without pixel views, samples stay lazy (`LazyCube`, read-only views of the memory-mapped shard)
 and are decoded straight into the shared-memory batch: the pixels are copied exactly once.
+Each worker recycles the shared memory of batches the consumer has dropped (collate.BatchMemory,
+released through finalizers registered here in the consumer process).
 Reading shards, lazy pixels and skip accounting live in shard_reader.py.
 """
 from __future__ import annotations
@@ -43,7 +45,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from specaware.data.collate import bucketed, collate
+from specaware.data.collate import BatchMemory, bucketed, collate, release_flags, release_on_drop
 from specaware.data.shard_reader import (  # noqa: F401 - re-exported: the loader API
     LazyCube, SkipRateError, SkipStats, decode_eager, decode_lazy, read_shard, resolve_source)
 from specaware.data.views import ViewConfig, apply_views
@@ -77,9 +79,12 @@ class StreamSpec:
 class _Worker:
     """Per-iteration state of one worker: who it is, its random streams, its skip counts."""
 
-    def __init__(self, spec: StreamSpec, epoch: int):
+    def __init__(self, spec: StreamSpec, epoch: int, flags=None, slots: int = 8):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        # a worker's flags are its slice of the consumer's array; one process needs none
+        self.memory = (BatchMemory(flags, worker * slots, slots, shared=True) if info
+                       else BatchMemory(count=slots))
         self.spec, self.train = spec, spec.mode == "train"
         self.index, self.count = spec.rank * workers + worker, spec.world_size * workers
         self.rng = np.random.default_rng([spec.seed, epoch, spec.rank, worker])
@@ -173,7 +178,7 @@ class _Worker:
     def batches(self, samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         spec = self.spec
         for group in bucketed(samples, spec.batch_size, spec.bucket_by, partial=not self.train):
-            batch = collate(group, spec.pad_bands)
+            batch = collate(group, spec.pad_bands, memory=self.memory)
             batch["_stats"] = (self.index, self.stats.merge(SkipStats()))
             yield batch
         yield {"_stats": (self.index, self.stats), "_final": True}
@@ -182,14 +187,15 @@ class _Worker:
 class ShardStream(torch.utils.data.IterableDataset):
     """The per-worker webdataset pipeline (see the module docstring)."""
 
-    def __init__(self, spec: StreamSpec):
+    def __init__(self, spec: StreamSpec, slots: int = 8):
         super().__init__()
-        self.spec, self.epoch = spec, 0
+        self.spec, self.epoch, self.slots = spec, 0, slots
+        self.flags = None  # release flags of the current epoch's workers (ShardLoader sets them)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if torch.utils.data.get_worker_info() is not None:
             torch.set_num_threads(1)  # workers are processes already; threads oversubscribe
-        worker = _Worker(self.spec, self.epoch)
+        worker = _Worker(self.spec, self.epoch, self.flags, self.slots)
         pipeline = wds.DataPipeline(worker.shard_urls, worker.samples, worker.shuffle,
                                     worker.decode, worker.views, worker.batches)
         if worker.train and self.spec.epoch_batches:
@@ -207,7 +213,9 @@ class ShardLoader:
 
     def __init__(self, spec: StreamSpec, num_workers: int, prefetch_factor: int = 2):
         self.spec, self.num_workers, self.prefetch_factor = spec, num_workers, prefetch_factor
-        self.dataset = ShardStream(spec)
+        # batches alive per worker: its prefetched ones, the one being built, the consumer's
+        # current and previous one; twice that when targets take a second storage
+        self.dataset = ShardStream(spec, slots=2 * (prefetch_factor + 3))
         self.epoch = 0
         self._past = SkipStats()        # finished epochs
         self._current: dict[int, SkipStats] = {}
@@ -227,6 +235,9 @@ class ShardLoader:
 
     def _data_loader(self) -> torch.utils.data.DataLoader:
         extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers else {}
+        # fresh flags per epoch: the workers are new, batches of the last epoch may live on
+        self.dataset.flags = (release_flags(self.num_workers * self.dataset.slots)
+                              if self.num_workers else None)
         return torch.utils.data.DataLoader(self.dataset, batch_size=None,
                                            num_workers=self.num_workers, **extra)
 
@@ -235,12 +246,14 @@ class ShardLoader:
         self.epoch += 1
         self._past, self._current = self.stats, {}
         spec = self.spec
-        for item in self._data_loader():
+        loader = self._data_loader()
+        flags = self.dataset.flags
+        for item in loader:
             worker, stats = item.pop("_stats")
             self._current[worker] = stats
             self.stats.check(spec.max_skip_rate, spec.min_skip_samples)
             if not item.pop("_final", False):
-                yield item
+                yield release_on_drop(item, flags) if flags is not None else item
         if spec.mode == "eval":
             self.stats.check(spec.max_skip_rate, spec.min_skip_samples, final=True)
             log.info("eval pass over %d shards: %s", len(spec.urls), self.stats.as_dict())

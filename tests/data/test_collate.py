@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from specaware.data.collate import CollateError, bucketed, collate
+from specaware.data.collate import (BatchMemory, CollateError, bucketed, collate, release_flags,
+                                     release_on_drop)
 
 
 def _sample(c, key, h=4, w=4, sensor="s", valid_2d=False, target_bands=None, label=None):
@@ -80,3 +81,48 @@ def test_bucketing_groups_by_sensor_and_keeps_every_sample():
     by_bands = list(bucketed([_sample(2, "a"), _sample(3, "b"), _sample(2, "c")], 2, by="bands"))
     assert [len(g) for g in by_bands] == [2, 1]
     assert list(bucketed([_sample(2, "a")], 2, by="bands", partial=False)) == []
+
+
+def _pooled(memory, key, c=4):
+    return collate([_sample(c, key), _sample(c - 1, key + "b")], memory=memory)
+
+
+def test_pooled_storage_is_reused_only_once_every_view_is_gone():
+    memory = BatchMemory(count=4)
+    first = _pooled(memory, "a")
+    storage = first["image"].untyped_storage()
+    assert first["valid"].untyped_storage() is storage  # one storage: one release per batch
+    held = first["valid"][1]  # a view alone keeps the batch alive
+    expected = held.clone()
+    del first
+    second = _pooled(memory, "c", c=5)
+    assert second["image"].untyped_storage() is not storage
+    torch.testing.assert_close(held, expected)  # never overwritten while viewed
+    del held, second
+    third = _pooled(memory, "d")
+    assert third["image"].untyped_storage() is storage
+    assert (memory.reused, memory.allocated) == (1, 2)
+    np.testing.assert_array_equal(third["image"][0].numpy(), _sample(4, "d")["image"])
+    assert not third["valid"][1, 3:].any()  # padding of a reused storage is cleared again
+
+
+def test_full_pool_allocates_one_off_storages_and_never_blocks():
+    memory = BatchMemory(count=2)
+    held = [_pooled(memory, f"k{i}") for i in range(4)]
+    assert len(memory.slots) == 2 and memory.allocated == 4
+    assert len({id(b["image"].untyped_storage()) for b in held}) == 4
+
+
+def test_release_on_drop_clears_the_flag_when_the_last_tensor_dies():
+    flags = release_flags(4)
+    memory = BatchMemory(flags, first=2, count=2)
+    batch = collate([_sample(3, "a", target_bands=2)], memory=memory)
+    assert (batch["_slot"], batch["target"]["_slot"]) == (2, 3) and list(flags) == [0, 0, 1, 1]
+    memory.slots.clear()  # the consumer process sees only its own references
+    release_on_drop(batch, flags)
+    assert "_slot" not in batch and "_slot" not in batch["target"]
+    image = batch["image"]
+    del batch["image"], batch["valid"], batch["target"]
+    assert list(flags) == [0, 0, 1, 0]  # the target's storage died, the input's is viewed
+    del image
+    assert list(flags) == [0, 0, 0, 0]

@@ -1,5 +1,6 @@
 """Streaming loader: exact eval split over ranks x workers, infinite per-rank train streams,
 lazy decoding identical to the codec, skipped samples counted and a loud failure past the rate."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,22 @@ def test_bad_arguments_fail_clearly(shards, tmp_path):
         make_loader(out, mode="test", batch_size=1)
     with pytest.raises(ValueError, match="rank"):
         make_loader(out, batch_size=1, rank=2, world_size=2)
+
+
+def _shm_inode(tensor):
+    fd, _ = tensor.untyped_storage()._share_fd_cpu_()
+    return os.fstat(fd).st_ino
+
+
+def test_workers_reuse_dropped_batches_and_never_held_ones(shards):
+    out, _ = shards
+    batches = iter(make_loader(out, mode="train", batch_size=4, num_workers=2, shuffle_buffer=8))
+    held = [next(batches) for _ in range(3)]
+    held.append({"valid": next(batches)["valid"][0]})  # a view alone keeps its batch alive
+    copies = [{k: b[k].clone() for k in ("image", "valid") if k in b} for b in held]
+    dropped = [_shm_inode(next(batches)["image"]) for _ in range(30)]
+    assert len(set(dropped)) <= 12  # far fewer storages than batches: dropped ones came back
+    assert not {_shm_inode(b["valid"]) for b in held} & set(dropped)
+    for batch, copy in zip(held, copies):
+        for key, value in copy.items():
+            torch.testing.assert_close(batch[key], value)  # never overwritten while held
