@@ -12,7 +12,10 @@ same) and it balances bright and dark bands. The head predicts in these standard
     computed in PHYSICAL units (prediction de-standardised with the same statistics), where the
     angle has its usual meaning for reflectance/radiance spectra. Pixels whose target spectrum is
     all zero have no angle and are skipped.
-Both parts are returned separately; the total is their weighted sum. Computed in float32.
+Both parts are returned separately; the total is their weighted sum. Computed in float32, in
+one autograd node (`fused_loss.FusedReconstructionLoss`, few passes over the pixels);
+`pixel_loss` and `spectral_angle_loss` below are the same terms written plainly, for reading and
+for the tests that hold the fused version to them.
 
 Letters: b batch, c bands, n patches, p patch pixels (k*k).
 """
@@ -22,8 +25,9 @@ import torch
 from einops import rearrange, reduce
 from torch import Tensor
 
-from specaware.model.conditioning import destandardise, standardise
+from specaware.model.conditioning import band_scale
 from specaware.model.config import LossConfig
+from specaware.model.fused_loss import FusedReconstructionLoss
 
 
 def loss_weights(valid: Tensor, mask: Tensor | None) -> Tensor:
@@ -34,24 +38,20 @@ def loss_weights(valid: Tensor, mask: Tensor | None) -> Tensor:
 
 def pixel_loss(pred: Tensor, target: Tensor, weight: Tensor, cfg: LossConfig) -> Tensor:
     """Mean Charbonnier or squared error over the elements where `weight` (bool) is True
-    (0 if there are none). Each step is one pass over the tensor: the bool mask multiplies
-    without being turned into a float tensor, and Charbonnier is `hypot(diff, eps)`, whose
-    value at a masked-out element (diff 0) is exactly eps and is subtracted after the sum."""
-    diff = (pred - target) * weight
-    count = weight.sum()
+    (0 if there are none). The plain formula; training uses the fused equivalent."""
+    diff = pred - target
     if cfg.pixel == "charbonnier":
-        eps = cfg.charbonnier_eps
-        total = torch.hypot(diff, diff.new_tensor(eps)).sum() - eps * (weight.numel() - count)
+        err = torch.sqrt(diff.square() + cfg.charbonnier_eps ** 2)
     elif cfg.pixel == "mse":
-        total = torch.linalg.vector_norm(diff).square()
+        err = diff.square()
     else:
         raise ValueError(f"config key 'loss.pixel': {cfg.pixel!r} is not 'charbonnier' or 'mse'")
-    return total / count.clamp_min(1)
+    return torch.where(weight, err, 0.0).sum() / weight.sum().clamp_min(1)
 
 
 def spectral_angle_loss(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
     """Mean over pixels of 1 - cosine over the weighted bands; pred/target [b, c, n, p]
-    physical units, weight bool [b, c, n, p]."""
+    physical units, weight bool [b, c, n, p]. The plain formula (see the module doc)."""
     pred, target = pred * weight, target * weight
     tiny = 1e-12
     dot = reduce(pred * target, "b c n p -> b n p", "sum")
@@ -70,11 +70,13 @@ def reconstruction_loss(pred_std: Tensor, target_patches: Tensor, target_valid: 
     when the patches given are the hidden ones already (`MaskedAutoencoder` gathers them first,
     so the pixels of visible patches are never touched here).
     Returns (total, {"sam": ..., "charbonnier"|"mse": ...})."""
-    pred_std = pred_std.float()
-    target_patches = target_patches.float()
+    if cfg.pixel not in ("charbonnier", "mse"):
+        raise ValueError(f"config key 'loss.pixel': {cfg.pixel!r} is not 'charbonnier' or 'mse'")
     weight = loss_weights(target_valid, mask)
-    target_std = standardise(target_patches, target_valid, stats)
-    pix = pixel_loss(pred_std, target_std, weight, cfg)
-    sam = spectral_angle_loss(destandardise(pred_std, stats), target_patches, weight)
-    total = cfg.pixel_weight * pix + cfg.sam_weight * sam
+    mean, std = (rearrange(t, "b c 1 1 -> b c 1") for t in band_scale(stats))
+    flat = "b c n p -> b c (n p)"
+    total, pix, sam = FusedReconstructionLoss.apply(
+        rearrange(pred_std.float(), flat), rearrange(target_patches.float(), flat),
+        rearrange(weight, flat), mean.float(), std.float(), cfg.pixel, cfg.charbonnier_eps,
+        cfg.pixel_weight, cfg.sam_weight)
     return total, {"sam": sam, cfg.pixel: pix}

@@ -5,13 +5,15 @@ dense reference (float masks over ALL patches, written the direct way) checks va
 """
 from __future__ import annotations
 
+import pytest
 import torch
 from einops import rearrange
 
 import specaware
-from specaware.model.conditioning import band_statistics, destandardise
+from specaware.model.conditioning import band_statistics, destandardise, standardise
 from specaware.model.config import LossConfig
-from specaware.model.loss import reconstruction_loss
+from specaware.model.fused_loss import FusedReconstructionLoss
+from specaware.model.loss import pixel_loss, reconstruction_loss, spectral_angle_loss
 from specaware.model.masking import gather_patches, hidden_indices, random_masking, unpatchify
 from tests.model.batches import pad_batch, sample
 
@@ -81,3 +83,50 @@ def test_pred_is_the_head_on_every_patch():
     want = unpatchify(destandardise(pred_std, stats), 8, inputs.grid[1])
     assert not out.pred.requires_grad
     torch.testing.assert_close(out.pred, want.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pixel", ["charbonnier", "mse"])
+def test_fused_loss_gradient_passes_gradcheck(pixel):
+    gen = torch.Generator().manual_seed(5)
+    b, c, q = 2, 4, 6
+    pred = torch.randn(b, c, q, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = torch.rand(b, c, q, generator=gen, dtype=torch.float64) + 0.1
+    valid = torch.rand(b, c, q, generator=gen) > 0.2
+    valid[1, :, 0] = False                                      # a pixel with no spectrum
+    mean = torch.rand(b, c, 1, generator=gen, dtype=torch.float64)
+    std = torch.rand(b, c, 1, generator=gen, dtype=torch.float64) + 0.5
+
+    def parts(p):
+        total, pix, sam = FusedReconstructionLoss.apply(p, target, valid, mean, std, pixel,
+                                                        1e-3, 0.7, 1.3)
+        return total, pix, sam
+    assert torch.autograd.gradcheck(parts, (pred,))
+
+
+def test_fused_loss_is_zero_with_no_valid_pixel():
+    pred = torch.randn(1, 3, 8, 4, requires_grad=True)
+    target = torch.rand(1, 3, 8, 4)
+    valid = torch.zeros(1, 3, 8, 4, dtype=torch.bool)
+    stats = band_statistics(target, valid, torch.ones(1, 3, dtype=torch.bool))
+    loss, parts = reconstruction_loss(pred, target, valid, stats, None, LossConfig())
+    loss.backward()
+    assert loss.item() == 0.0 and parts["charbonnier"].item() == 0.0
+    assert (pred.grad == 0).all()
+
+
+def test_fused_loss_equals_the_plain_terms():
+    gen = torch.Generator().manual_seed(2)
+    b, c, n, p = 2, 5, 6, 4
+    target = (torch.rand(b, c, n, p, generator=gen) + 0.1)
+    valid = torch.rand(b, c, n, p, generator=gen) > 0.15
+    stats = band_statistics(target, valid, valid.any(-1).any(-1))
+    pred = torch.randn(b, c, n, p, generator=gen, requires_grad=True)
+    cfg = LossConfig(pixel_weight=0.5, sam_weight=2.0)
+    got, parts = reconstruction_loss(pred, target, valid, stats, None, cfg)
+    pix = pixel_loss(pred, standardise(target, valid, stats), valid, cfg)
+    sam = spectral_angle_loss(destandardise(pred, stats), target, valid)
+    want = 0.5 * pix + 2.0 * sam
+    torch.testing.assert_close(parts["charbonnier"], pix)
+    torch.testing.assert_close(parts["sam"], sam)
+    torch.testing.assert_close(torch.autograd.grad(got, pred)[0],
+                               torch.autograd.grad(want, pred)[0], rtol=1e-4, atol=1e-7)
