@@ -81,10 +81,12 @@ def band_statistics(x: Tensor, valid: Tensor, band_mask: Tensor) -> dict[str, Te
     band_mask: bool [b, c]. Returns mean, std [b, c] (units of x), valid_frac [b, c],
     brightness [b] (mean |band mean| over real bands, units of x).
     """
-    count = reduce(valid, "b c n p -> b c", "sum").to(x.dtype)
-    x = x * valid                     # the bool mask multiplies without a float copy
+    # `where` and `count_nonzero` read the bool mask as it is (a product or a sum would first
+    # copy it to a float/int tensor as large as x)
+    count = torch.count_nonzero(valid, dim=(2, 3)).to(x.dtype)
+    x = torch.where(valid, x, 0.0)
     mean = reduce(x, "b c n p -> b c", "sum") / count.clamp_min(1.0)
-    centred = (x - rearrange(mean, "b c -> b c 1 1")) * valid
+    centred = torch.where(valid, x - rearrange(mean, "b c -> b c 1 1"), 0.0)
     var = torch.linalg.vector_norm(centred, dim=(2, 3)).square() / count.clamp_min(1.0)
     real = band_mask.to(x.dtype)
     brightness = (mean.abs() * real).sum(1) / real.sum(1).clamp_min(1.0)
@@ -104,7 +106,7 @@ def standardise(x: Tensor, valid: Tensor, stats: dict[str, Tensor]) -> Tensor:
     """(x - band mean) / band std, 0 at invalid pixels; x, valid [b, c, n, p]."""
     mean, std = band_scale(stats)
     scale = 1.0 / std
-    return torch.addcmul(-mean * scale, x, scale) * valid      # two passes over x
+    return torch.where(valid, torch.addcmul(-mean * scale, x, scale), 0.0)   # two passes
 
 
 def destandardise(x: Tensor, stats: dict[str, Tensor]) -> Tensor:

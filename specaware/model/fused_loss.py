@@ -33,9 +33,10 @@ def _pixel_term(diff: Tensor, count: Tensor, pixel: str, eps: float):
     if pixel == "mse":
         return torch.linalg.vector_norm(diff).square() / n, None
     hyp = torch.hypot(diff, diff.new_tensor(eps))
-    # invalid elements hold hypot(0, eps) = eps exactly; take them out in float64 so a tile
-    # with few valid pixels keeps its precision
-    total = hyp.sum(dtype=torch.float64) - eps * (diff.numel() - count).to(torch.float64)
+    # invalid elements hold hypot(0, eps) = eps exactly: take them out after summing rows in
+    # float32 and the rest in float64, so a tile with few valid pixels keeps its precision
+    # (a float64 sum of the whole tensor would first copy it to float64)
+    total = hyp.sum(dim=-1).double().sum() - eps * (diff.numel() - count).double()
     return (total.to(diff.dtype) / n) * (count > 0), hyp
 
 
@@ -50,7 +51,7 @@ class FusedReconstructionLoss(torch.autograd.Function):
         target = torch.where(valid, target, zero)
         scale = 1.0 / std
         diff = torch.where(valid, pred - torch.addcmul(-mean * scale, target, scale), zero)
-        count = valid.sum()
+        count = torch.count_nonzero(valid)        # no int64 copy of the mask, unlike sum()
         pix, hyp = _pixel_term(diff, count, pixel, eps)
         phys = torch.where(valid, torch.addcmul(mean, pred, std), zero)
         dot = (phys * target).sum(dim=1, keepdim=True)                       # [b, 1, q]
