@@ -67,11 +67,16 @@ class SoftRouter(nn.Module):
     def logits(self, x: Tensor) -> Tensor:
         """x [b, n, d] -> float32 logits [b, n, m]."""
         phi = self.phi.to(x.dtype)
-        if self.normalize:
-            x = F.normalize(x, dim=-1)
-            phi = self.scale.to(x.dtype) * F.normalize(phi, dim=0)
-        # softmaxes in float32: bf16 logits lose the small differences the softmax amplifies
-        return torch.einsum("bnd,dm->bnm", x, phi).float()
+        if not self.normalize:
+            # softmaxes in float32: bf16 logits lose the small differences the softmax amplifies
+            return torch.matmul(x, phi).float()
+        phi = self.scale.to(x.dtype) * F.normalize(phi, dim=0)    # [d, m], once per call
+        # normalize(x) @ phi == (x @ phi) / |x|: scaling the logits row-wise skips the normalised
+        # copy of x and the long backward of F.normalize on [b, n, d]. 1/max(|x|, eps) as in
+        # F.normalize, so an all-zero (padding) token still gets logits 0.
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True,
+                                        dtype=torch.promote_types(x.dtype, torch.float32))
+        return torch.matmul(x, phi).float() * norm.clamp_min(1e-12).reciprocal().float()
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_experts={self.num_experts}, "
