@@ -61,19 +61,33 @@ def _names(value, b: int, key: str) -> list[str]:
     return names
 
 
-def _valid_mask(batch: dict, image: Tensor, band_mask: Tensor) -> Tensor:
-    """bool [b, c, H, W]: given valid ([b,c,H,W] or [b,H,W]) & finite & real band."""
+def _valid_mask(batch: dict, image: Tensor, band_mask: Tensor) -> tuple[Tensor, bool]:
+    """bool [b, c, H, W]: given valid ([b,c,H,W] or [b,H,W]) & finite & real band, and whether
+    every pixel is valid (so the image needs no zeroing)."""
     valid = batch.get("valid")
-    if valid is None:
-        valid = torch.ones_like(image, dtype=torch.bool)
-    else:
+    if valid is not None:
         valid = torch.as_tensor(valid, device=image.device).bool()
         if valid.ndim == 3:
             valid = repeat(valid, "b h w -> b c h w", c=image.shape[1])
         if valid.shape != image.shape:
             raise ValueError(f"batch['valid'] has shape {tuple(valid.shape)}; expected "
                              f"{tuple(image.shape)} ([B, C, H, W]) or [B, H, W]")
-    return valid & torch.isfinite(image) & rearrange(band_mask, "b c -> b c 1 1")
+    if image.device.type == "cpu" and _all_finite(image):
+        # fast path: on the CPU each pass over the pixels costs more than these checks
+        if valid is None:
+            valid = torch.ones_like(image, dtype=torch.bool)
+        if not band_mask.all():
+            valid = valid & rearrange(band_mask, "b c -> b c 1 1")
+        return valid, bool(valid.all())
+    if valid is None:
+        valid = torch.ones_like(image, dtype=torch.bool)
+    return valid & torch.isfinite(image) & rearrange(band_mask, "b c -> b c 1 1"), False
+
+
+def _all_finite(image: Tensor) -> bool:
+    """True when no pixel is NaN or infinite: one reduction instead of an elementwise mask (a sum
+    of finite values is finite unless it overflows, which just takes the slow path)."""
+    return bool(torch.isfinite(image.sum()))
 
 
 def prepare_inputs(batch: dict, patch_size: int, sensors: Vocabulary,
@@ -96,8 +110,9 @@ def prepare_inputs(batch: dict, patch_size: int, sensors: Vocabulary,
                  else torch.as_tensor(band_mask, device=device).bool())
     if band_mask.shape != (b, c):
         raise ValueError(f"batch['band_mask'] has shape {tuple(band_mask.shape)}, expected {(b, c)}")
-    valid = _valid_mask(batch, image, band_mask)
-    image = torch.where(valid, image, torch.zeros((), dtype=image.dtype, device=device))
+    valid, all_valid = _valid_mask(batch, image, band_mask)
+    if not all_valid:
+        image = torch.where(valid, image, torch.zeros((), dtype=image.dtype, device=device))
     return BandInputs(
         patches=patchify(image, patch_size), valid=patchify(valid, patch_size),
         band_mask=band_mask,

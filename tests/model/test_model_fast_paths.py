@@ -130,3 +130,15 @@ def test_fused_loss_equals_the_plain_terms():
     torch.testing.assert_close(parts["sam"], sam)
     torch.testing.assert_close(torch.autograd.grad(got, pred)[0],
                                torch.autograd.grad(want, pred)[0], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), -float("inf"), float("nan")])
+def test_prepare_marks_non_finite_pixels_invalid(bad):
+    mae = specaware.create_model("specaware_debug")
+    batch = pad_batch([sample(5)])
+    clean = mae.encoder.prepare(batch)
+    assert clean.valid.all()
+    batch["image"][0, 2, 3, 4] = bad
+    inputs = mae.encoder.prepare(batch)
+    assert (~inputs.valid).sum() == 1 and torch.isfinite(inputs.patches).all()
+    assert inputs.patches.abs().sum() < clean.patches.abs().sum()
