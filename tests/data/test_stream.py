@@ -1,5 +1,7 @@
 """Streaming loader: exact eval split over ranks x workers, infinite per-rank train streams,
 lazy decoding identical to the codec, skipped samples counted and a loud failure past the rate."""
+import io
+import json
 import os
 from pathlib import Path
 
@@ -7,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from specaware.data.codec import decode_sample
-from specaware.data.stream import SkipRateError, make_loader, read_shard, SkipStats
+from specaware.data.codec import decode_sample, encode_sample
+from specaware.data.sample import make_sample
+from specaware.data.stream import LazyCube, SkipRateError, make_loader, read_shard, SkipStats
 from specaware.data.views import ViewConfig
 from tests.fixtures import corrupt_shard, write_tiny_shards
 
@@ -172,3 +175,31 @@ def test_workers_reuse_dropped_batches_and_never_held_ones(shards):
     for batch, copy in zip(held, copies):
         for key, value in copy.items():
             torch.testing.assert_close(batch[key], value)  # never overwritten while held
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int16"])
+@pytest.mark.parametrize("invalid", [False, True])
+def test_lazy_cube_decodes_into_dirty_memory_like_the_codec(dtype, invalid):
+    rng = np.random.default_rng(3)
+    cube = rng.uniform(0.0, 0.8, (9, 5, 6)).astype(np.float32)
+    valid = np.ones((9, 5, 6), bool)
+    valid[:, 1, 2] = not invalid
+    valid[4, 3, 3] = not invalid
+    band_valid = np.array([0, 1, 1, 0, 0, 1, 1, 1, 0], bool)  # three runs of dropped bands
+    sample = make_sample(cube, np.linspace(400, 900, 9), np.full(9, 10.0), valid=valid,
+                         gsd=1.0, sensor="s", level="L2", meta={"key": "k"})
+    members = encode_sample(sample, dtype=dtype, band_valid=band_valid, offset=0.01 * (
+        dtype == "int16"))
+    header = json.loads(members["json"])
+    raw = np.load(io.BytesIO(members["npy"]))
+    if invalid and dtype == "float16":
+        raw[6, 0, 0] = np.inf  # a damaged value, not the NaN sentinel, is invalid too
+    ref = decode_sample(raw, header)
+    image, valid_out = torch.full((9, 5, 6), 7.0), torch.ones((9, 5, 6), dtype=torch.bool)
+    valid_out[0, 0, 0] = False  # memory of an earlier batch: everything must be overwritten
+    LazyCube(raw, header["band_valid"], header["scale"], header["offset"]).write_into(
+        image, valid_out)
+    np.testing.assert_array_equal(image.numpy(), ref["image"])
+    np.testing.assert_array_equal(valid_out.numpy(), ref["valid"])
+    assert not ref["valid"][~band_valid].any()
+    assert ref["valid"][band_valid].all() == (not invalid)  # both decode paths are exercised
