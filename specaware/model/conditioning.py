@@ -74,17 +74,20 @@ def sensor_alias(name: str) -> str:
         return name
 
 
-def band_statistics(x: Tensor, valid: Tensor, band_mask: Tensor) -> dict[str, Tensor]:
+def band_statistics(x: Tensor, valid: Tensor, band_mask: Tensor,
+                    zeroed: bool = False) -> dict[str, Tensor]:
     """Per-sample, per-band statistics over the given (visible) patches and valid pixels only.
 
     x, valid: [b, c, n, p] (pixels of the visible patches; valid False at invalid/padded);
-    band_mask: bool [b, c]. Returns mean, std [b, c] (units of x), valid_frac [b, c],
-    brightness [b] (mean |band mean| over real bands, units of x).
+    band_mask: bool [b, c]; zeroed: x is already 0 wherever valid is False (as
+    `BandInputs.patches` are), which saves a pass. Returns mean, std [b, c] (units of x),
+    valid_frac [b, c], brightness [b] (mean |band mean| over real bands, units of x).
     """
     # `where` and `count_nonzero` read the bool mask as it is (a product or a sum would first
     # copy it to a float/int tensor as large as x)
     count = torch.count_nonzero(valid, dim=(2, 3)).to(x.dtype)
-    x = torch.where(valid, x, 0.0)
+    if not zeroed:
+        x = torch.where(valid, x, 0.0)
     mean = reduce(x, "b c n p -> b c", "sum") / count.clamp_min(1.0)
     centred = torch.where(valid, x - rearrange(mean, "b c -> b c 1 1"), 0.0)
     var = torch.linalg.vector_norm(centred, dim=(2, 3)).square() / count.clamp_min(1.0)

@@ -75,7 +75,7 @@ class SpecAwareEncoder(nn.Module):
         x, valid = inputs.patches, inputs.valid
         if keep is not None:
             x, valid = gather_patches(x, keep), gather_patches(valid, keep)
-        stats = band_statistics(x, valid, inputs.band_mask)
+        stats = band_statistics(x, valid, inputs.band_mask, zeroed=True)
         z = self.conditioning(inputs.wavelength, inputs.fwhm, inputs.sensor, inputs.level,
                               inputs.band_mask, content_features(stats))
         tokens = self.embed(standardise(x, valid, stats), z, inputs.band_mask)

@@ -83,4 +83,8 @@ class HyperOutputHead(nn.Module):
         projected = rearrange(projected, "b n (j r) -> b j (n r)", r=self.rank)
         mixed = rearrange(torch.bmm(f.h.to(dtype), projected), "b c (n r) -> b c n r",
                           r=self.rank)
-        return torch.matmul(mixed, f.a.to(dtype)) + rearrange(f.bias, "b c p -> b c 1 p")
+        b, c = mixed.shape[:2]
+        out = torch.baddbmm(rearrange(f.bias.to(dtype), "b c p -> (b c) 1 p"),
+                            rearrange(mixed, "b c n r -> (b c) n r"),
+                            rearrange(f.a.to(dtype), "b c r p -> (b c) r p"))   # bias fused in
+        return rearrange(out, "(b c) n p -> b c n p", b=b, c=c)

@@ -125,7 +125,8 @@ class MaskedAutoencoder(nn.Module):
         hidden = hidden_indices(mask, mask.shape[1] - keep.shape[1])
         pred_std = self.head.pixels(gather_tokens(projected, hidden), factors)
         with torch.no_grad():
-            stats = band_statistics(target.patches, target.valid, target.band_mask)
+            stats = band_statistics(target.patches, target.valid, target.band_mask,
+                                    zeroed=True)
         loss, parts = reconstruction_loss(pred_std, gather_patches(target.patches, hidden),
                                           gather_patches(target.valid, hidden), stats, None,
                                           self.config.loss)

@@ -142,3 +142,14 @@ def test_prepare_marks_non_finite_pixels_invalid(bad):
     inputs = mae.encoder.prepare(batch)
     assert (~inputs.valid).sum() == 1 and torch.isfinite(inputs.patches).all()
     assert inputs.patches.abs().sum() < clean.patches.abs().sum()
+
+
+def test_band_statistics_of_zeroed_inputs_skip_nothing_that_matters():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 3, 5, 4, generator=gen)
+    valid = torch.rand(2, 3, 5, 4, generator=gen) > 0.3
+    band_mask = torch.ones(2, 3, dtype=torch.bool)
+    full = band_statistics(x + 9.0 * ~valid, valid, band_mask)         # junk at invalid pixels
+    fast = band_statistics(x * valid, valid, band_mask, zeroed=True)
+    for key in full:
+        torch.testing.assert_close(fast[key], full[key])
