@@ -254,3 +254,19 @@ def test_expert_bank_shapes():
     bank = MLPExperts(3, 4, 5)
     assert bank(torch.randn(3, 7, 4)).shape == (3, 7, 4)
     assert bank.w1.shape == (3, 4, 5) and bank.w2.shape == (3, 5, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_router_logits_equal_normalised_tokens_times_normalised_slots(dtype):
+    router = SoftRouter(8, 3, 2)
+    with torch.no_grad():
+        router.scale.fill_(2.5)
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    x[1, 3] = 0                                          # an all-zero (padding) token
+    phi = 2.5 * nn.functional.normalize(router.phi.double(), dim=0)
+    expected = (nn.functional.normalize(x, dim=-1) @ phi).float()
+    logits = router.to(dtype).logits(x.to(dtype))
+    assert logits.dtype == torch.float32
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(logits, expected, atol=tol, rtol=tol)
+    assert torch.all(logits[1, 3] == 0)
