@@ -21,10 +21,12 @@ process copies nothing.
 than decoding the pixels (reserving the pages, then faulting each 4 KiB page in on first write:
 ~20 ms of system time per 224-band 128x128 tile), so a worker keeps the storages of its
 batches and writes the next batch into one the consumer has dropped. "Dropped" is proven, not
-guessed: the consumer process registers a finalizer on each received storage
-(`release_on_drop`), which clears a flag in a small shared array when the last tensor or view
-of that batch dies; a worker reuses only storages whose flag is clear, and allocates new
-memory when none is (the pool never blocks, and never holds more than the consumer does).
+guessed: the consumer process passes each received batch through a `ReleaseTracker`, which
+clears a flag in a small shared array once no tensor or view of an earlier batch is left (torch
+counts the references to a storage); a worker reuses only storages whose flag is clear, and
+allocates new memory when none is (the pool never blocks, and never holds more than the
+consumer does). The tracker also keeps the storages mapped in the consumer, so a reused one
+costs no page faults there either.
 
 `bucketed` groups a sample stream into batches of one sensor / one band count, so that a batch
 carries no padding at all when the data mixes sensors.
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -77,7 +78,7 @@ class BatchMemory:
     """Reusable storages for the pixels of batches (see the module docstring).
 
     flags/first/count: this worker's `count` flags from `release_flags`, starting at `first`;
-    the consumer clears a flag through `release_on_drop`. Without flags (a single process) a
+    the consumer clears a flag through its `ReleaseTracker`. Without flags (a single process) a
     storage is free again once nothing but the pool references it.
     shared: allocate in shared memory (inside a DataLoader worker).
     """
@@ -91,7 +92,7 @@ class BatchMemory:
         if self.flags is not None:
             return self.flags[self.first + index] == 0
         # the pool's own reference is the only one left: no tensor views this storage
-        return torch._C._storage_Use_Count(self.slots[index]._cdata) == 1
+        return _only_pool_holds(self.slots[index])
 
     def take(self, nbytes: int) -> tuple[torch.UntypedStorage, int | None]:
         """(storage of at least `nbytes`, flag index to hand to the consumer or None)."""
@@ -114,23 +115,45 @@ class BatchMemory:
         return self.slots[index], self.first + index
 
 
-def _release(flags, index: int) -> None:
-    flags[index] = 0
+def _only_pool_holds(storage: torch.UntypedStorage) -> bool:
+    # one reference: the pool's (or the tracker's) own; no tensor or view uses it
+    return torch._C._storage_Use_Count(storage._cdata) == 1
 
 
-def release_on_drop(batch: dict[str, Any], flags) -> dict[str, Any]:
-    """In the consumer process: clear the flag of each pooled storage of `batch` (input and
-    target views) once its last tensor dies, so its worker may write a new batch into it."""
-    for part in (batch, batch.get("target")):
-        index = part.pop("_slot", None) if isinstance(part, dict) else None
-        if index is not None:
-            weakref.finalize(part["image"].untyped_storage(), _release, flags, index).atexit = False
-    return batch
+class ReleaseTracker:
+    """Consumer side of the workers' pools: `adopt` each received batch; a pooled storage whose
+    every tensor and view has died gets its flag cleared (checked at each `adopt`), so its
+    worker may write a new batch into it.
+
+    The tracker keeps its own reference to each storage, so the shared memory stays mapped in
+    this process: when the worker sends the same storage again, torch's sharing cache hands
+    back the existing mapping instead of mapping (and faulting in) every page anew.
+    """
+
+    def __init__(self, flags):
+        self.flags = flags
+        self.mapped: dict[int, torch.UntypedStorage] = {}   # flag index -> storage
+        self.lent: set[int] = set()                          # flags of batches not yet dropped
+
+    def sweep(self) -> None:
+        """Clear the flags of lent storages that nothing but the tracker references."""
+        for index in [i for i in self.lent if _only_pool_holds(self.mapped[i])]:
+            self.lent.discard(index)
+            self.flags[index] = 0
+
+    def adopt(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self.sweep()
+        for part in (batch, batch.get("target")):
+            index = part.pop("_slot", None) if isinstance(part, dict) else None
+            if index is not None:
+                self.mapped[index] = part["image"].untyped_storage()
+                self.lent.add(index)
+        return batch
 
 
 def _pixel_tensors(shape: tuple[int, ...], memory: BatchMemory | None):
     """(image float32, valid bool, flag index or None), both of `shape`, uninitialised; with a
-    pool they share one storage (image bytes first), so one finalizer releases the batch."""
+    pool they share one storage (image bytes first), released when both are gone."""
     if memory is None:
         return _empty(shape, torch.float32, zero=False), _empty(shape, torch.bool, zero=False), None
     n = int(np.prod(shape))
@@ -224,8 +247,8 @@ def collate(samples: list[dict[str, Any]], pad_bands: int | None = None,
     pad_bands: pad to this many bands (never fewer than the largest sample; default: largest).
     `target` views are collated (and padded) on their own, so input and target may have
     different band counts; either every sample has a target or none does.
-    memory: reuse pixel storages (a DataLoader worker's pool; the consumer must pass each
-    batch through `release_on_drop`, else the pool only ever allocates).
+    memory: reuse pixel storages (in a DataLoader worker, the consumer must pass each batch
+    through a `ReleaseTracker`, else the pool only ever allocates).
     """
     batch = collate_views(samples, pad_bands, memory=memory)
     has_target = [s.get("target") is not None for s in samples]

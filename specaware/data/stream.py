@@ -29,7 +29,7 @@ seen, and at the end of an eval pass) the run stops with a SkipRateError naming 
 Without pixel views, samples stay lazy (`LazyCube`, read-only views of the memory-mapped shard)
 and are decoded straight into the shared-memory batch: the pixels are copied exactly once.
 Each worker recycles the shared memory of batches the consumer has dropped (collate.BatchMemory,
-released through finalizers registered here in the consumer process).
+released by the collate.ReleaseTracker that every batch passes here in the consumer process).
 Reading shards, lazy pixels and skip accounting live in shard_reader.py.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from specaware.data.collate import BatchMemory, bucketed, collate, release_flags, release_on_drop
+from specaware.data.collate import BatchMemory, ReleaseTracker, bucketed, collate, release_flags
 from specaware.data.shard_reader import (  # noqa: F401 - re-exported: the loader API
     LazyCube, SkipRateError, SkipStats, decode_eager, decode_lazy, read_shard, resolve_source)
 from specaware.data.views import ViewConfig, apply_views
@@ -247,13 +247,13 @@ class ShardLoader:
         self._past, self._current = self.stats, {}
         spec = self.spec
         loader = self._data_loader()
-        flags = self.dataset.flags
+        tracker = ReleaseTracker(self.dataset.flags) if self.dataset.flags is not None else None
         for item in loader:
             worker, stats = item.pop("_stats")
             self._current[worker] = stats
             self.stats.check(spec.max_skip_rate, spec.min_skip_samples)
             if not item.pop("_final", False):
-                yield release_on_drop(item, flags) if flags is not None else item
+                yield tracker.adopt(item) if tracker is not None else item
         if spec.mode == "eval":
             self.stats.check(spec.max_skip_rate, spec.min_skip_samples, final=True)
             log.info("eval pass over %d shards: %s", len(spec.urls), self.stats.as_dict())

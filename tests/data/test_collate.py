@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from specaware.data.collate import (BatchMemory, CollateError, bucketed, collate, release_flags,
-                                     release_on_drop)
+from specaware.data.collate import (BatchMemory, CollateError, ReleaseTracker, bucketed, collate,
+                                     release_flags)
 
 
 def _sample(c, key, h=4, w=4, sensor="s", valid_2d=False, target_bands=None, label=None):
@@ -113,16 +113,22 @@ def test_full_pool_allocates_one_off_storages_and_never_blocks():
     assert len({id(b["image"].untyped_storage()) for b in held}) == 4
 
 
-def test_release_on_drop_clears_the_flag_when_the_last_tensor_dies():
+def test_tracker_clears_a_flag_once_the_last_tensor_is_gone_and_keeps_the_mapping():
     flags = release_flags(4)
     memory = BatchMemory(flags, first=2, count=2)
     batch = collate([_sample(3, "a", target_bands=2)], memory=memory)
     assert (batch["_slot"], batch["target"]["_slot"]) == (2, 3) and list(flags) == [0, 0, 1, 1]
     memory.slots.clear()  # the consumer process sees only its own references
-    release_on_drop(batch, flags)
+    tracker = ReleaseTracker(flags)
+    storage = tracker.adopt(batch)["image"].untyped_storage()
     assert "_slot" not in batch and "_slot" not in batch["target"]
     image = batch["image"]
-    del batch["image"], batch["valid"], batch["target"]
-    assert list(flags) == [0, 0, 1, 0]  # the target's storage died, the input's is viewed
+    del batch
+    tracker.sweep()
+    assert list(flags) == [0, 0, 1, 0]  # the target's storage is unused, the input's viewed
     del image
+    tracker.sweep()
     assert list(flags) == [0, 0, 0, 0]
+    flags[2] = 1  # the worker sends this storage again, still in flight: not released twice
+    tracker.sweep()
+    assert list(flags) == [0, 0, 1, 0] and tracker.mapped[2] is storage  # still mapped here
