@@ -66,17 +66,18 @@ class SoftRouter(nn.Module):
 
     def logits(self, x: Tensor) -> Tensor:
         """x [b, n, d] -> float32 logits [b, n, m]."""
-        phi = self.phi.to(x.dtype)
         if not self.normalize:
             # softmaxes in float32: bf16 logits lose the small differences the softmax amplifies
-            return torch.matmul(x, phi).float()
-        phi = self.scale.to(x.dtype) * F.normalize(phi, dim=0)    # [d, m], once per call
-        # normalize(x) @ phi == (x @ phi) / |x|: scaling the logits row-wise skips the normalised
-        # copy of x and the long backward of F.normalize on [b, n, d]. 1/max(|x|, eps) as in
-        # F.normalize, so an all-zero (padding) token still gets logits 0.
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True,
-                                        dtype=torch.promote_types(x.dtype, torch.float32))
-        return torch.matmul(x, phi).float() * norm.clamp_min(1e-12).reciprocal().float()
+            return torch.matmul(x, self.phi.to(x.dtype)).float()
+        phi = F.normalize(self.phi, dim=0).to(x.dtype)               # [d, m], once per call
+        # normalize(x) @ (scale * phi) == (x @ phi) * scale / |x|: the scale and the token norms
+        # multiply the logits row-wise ([b, n, 1], the smallest operand), which skips the
+        # normalised copy of x and F.normalize's long backward on [b, n, d]. 1/max(|x|, eps) as
+        # in F.normalize, so an all-zero (padding) token still gets logits 0.
+        wide = torch.promote_types(x.dtype, torch.float32)        # bf16 -> fp32, fp64 stays
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wide)
+        row_scale = self.scale.to(wide) / norm.clamp_min(1e-12)            # [b, n, 1]
+        return (torch.matmul(x, phi).to(wide) * row_scale).float()
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_experts={self.num_experts}, "
