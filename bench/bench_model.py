@@ -16,6 +16,9 @@ the step that were alive at once: activations and temporaries. Weights and their
 allocated before the measured step (gradients accumulate in place) and are printed apart, as
 "weights+grads", since they do not grow with the tiles of a step.
 
+glibc malloc is tuned first (specaware.model.runtime.tune_cpu_malloc, as a CPU training run
+should be), for both models alike; --system-malloc leaves it at its defaults.
+
 Run: PYTHONPATH=. .venv/bin/python bench/bench_model.py [--quick] [--threads N]
 """
 from __future__ import annotations
@@ -35,6 +38,7 @@ from specaware.model.flops import count_flops, peak_cpu_memory, synthetic_batch
 from specaware.model.masking import (gather_patches, gather_tokens, patchify, random_masking,
                                      scatter_tokens)
 from specaware.model.pos_embed import MetricPositionEmbedding
+from specaware.model.runtime import tune_cpu_malloc
 from specaware.model.variants import create_model, model_config
 
 TARGET = 1.5
@@ -50,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 = least noise)")
     p.add_argument("--model", default="specaware_small")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc malloc as it is (default: tune_cpu_malloc, as training does)")
     return p.parse_args(argv)
 
 
@@ -233,7 +239,9 @@ def main(argv=None) -> int:
     a.batch = a.batch or (1 if a.quick else 2)
     a.reps = a.reps or (2 if a.quick else 5)
     torch.set_num_threads(a.threads)
-    print(f"bench_model: threads={torch.get_num_threads()}, torch {torch.__version__}")
+    tuned = False if a.system_malloc else tune_cpu_malloc()
+    print(f"bench_model: threads={torch.get_num_threads()}, torch {torch.__version__}, "
+          f"malloc {'tuned (specaware.model.runtime)' if tuned else 'system default'}")
     compare_models(a)
     compare_embeddings(a)
     return 0
