@@ -18,9 +18,9 @@ worker the batch tensors are allocated in shared memory, so handing the batch to
 process copies nothing.
 
 `BatchMemory` recycles that memory. Fresh shared memory for every batch costs the kernel more
-than decoding the pixels (reserving the pages, then faulting each 4 KiB page in on first write:
-~20 ms of system time per 224-band 128x128 tile), so a worker keeps the storages of its
-batches and writes the next batch into one the consumer has dropped. "Dropped" is proven, not
+than decoding the pixels does (reserving the pages, faulting each 4 KiB page in on first write
+in the worker and again on first read in the consumer, unmapping), so a worker keeps the
+storages of its batches and writes the next batch into one the consumer has dropped. "Dropped" is proven, not
 guessed: the consumer process passes each received batch through a `ReleaseTracker`, which
 clears a flag in a small shared array once no tensor or view of an earlier batch is left (torch
 counts the references to a storage); a worker reuses only storages whose flag is clear, and
