@@ -109,7 +109,8 @@ def prepare_inputs(batch: dict, patch_size: int, sensors: Vocabulary,
     band_mask = (torch.ones(b, c, dtype=torch.bool, device=device) if band_mask is None
                  else torch.as_tensor(band_mask, device=device).bool())
     if band_mask.shape != (b, c):
-        raise ValueError(f"batch['band_mask'] has shape {tuple(band_mask.shape)}, expected {(b, c)}")
+        raise ValueError(f"batch['band_mask'] has shape {tuple(band_mask.shape)}, "
+                         f"expected {(b, c)}")
     valid, all_valid = _valid_mask(batch, image, band_mask)
     if not all_valid:
         image = torch.where(valid, image, torch.zeros((), dtype=image.dtype, device=device))

@@ -129,7 +129,7 @@ class MaskedAutoencoder(nn.Module):
                                     zeroed=True)
         loss, parts = reconstruction_loss(pred_std, gather_patches(target.patches, hidden),
                                           gather_patches(target.valid, hidden), stats, None,
-                                          self.config.loss)
+                                          self.config.loss, zeroed=True)
         rebuild = self._reconstruction(projected.detach(), factors.detach(), stats,
                                        inputs.grid[1])
         return MAEOutput(loss, parts, mask, {**encoded.routing, **routing}, rebuild)

@@ -56,7 +56,8 @@ def test_loss_on_gathered_hidden_patches_equals_dense_loss():
         hidden = hidden_indices(mask, n - keep.shape[1])
         stats = band_statistics(target, valid, valid.any(-1).any(-1))
         got, _ = reconstruction_loss(gather_patches(pred, hidden), gather_patches(target, hidden),
-                                     gather_patches(valid, hidden), stats, None, cfg)
+                                     gather_patches(valid, hidden), stats, None, cfg,
+                                     zeroed=pixel == "mse")          # target is 0 at invalid
         (got_grad,) = torch.autograd.grad(got, pred)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-7)
