@@ -1,12 +1,13 @@
 """SpecAware masked autoencoder with a cross-sensor objective (DESIGN.md section 2).
 
-    forward(batch) = forward_encoder -> forward_decoder -> forward_loss
+    forward(batch) = forward_encoder -> decoder -> forward_loss (head on hidden patches + loss)
   - random patch masking (ratio 0.75 by default), independent per sample;
   - the encoder sees the visible patches of the INPUT view only;
   - a narrow decoder (optionally Soft-MoE) over all patch positions (mask tokens elsewhere);
   - the hyper output head reconstructs the TARGET view's bands: batch["target"] when present
     (another sensor's view of the same ground: CSMoE's cross-sensor MAE), else the input view;
-  - loss on masked patches and valid target pixels (loss.py).
+  - loss on masked patches and valid target pixels (loss.py); only those patches are predicted
+    in the step, `MAEOutput.pred` (every patch) is built when first read.
 
 Letters: b batch, c bands, n patches, p patch pixels (k*k), d encoder width, dd decoder width.
 """
@@ -118,11 +119,18 @@ class MaskedAutoencoder(nn.Module):
                                     inputs.patches.device, generator)
         encoded = self.forward_encoder(inputs, keep)
         tokens, routing = self.decoder(encoded, inputs)
-        # the loss sees the hidden patches only: the head runs on their tokens, and the pixels
-        # of visible patches are neither predicted nor read for it (the reconstruction of all
-        # patches, `pred`, is made on demand from the detached projection).
+        loss, parts, rebuild = self.forward_loss(tokens, target, mask, keep.shape[1], inputs.grid)
+        return MAEOutput(loss, parts, mask, {**encoded.routing, **routing}, rebuild)
+
+    def forward_loss(self, tokens: Tensor, target: BandInputs, mask: Tensor, num_keep: int,
+                     grid: tuple[int, int]):
+        """Decoder tokens [b, n, dd] -> (loss, parts, closure rebuilding `pred`).
+
+        The loss sees the hidden patches only: the head runs on their tokens, and the pixels of
+        visible patches are neither predicted nor read for it; the reconstruction of every patch
+        is made on demand from the detached projection."""
         projected, factors = self.head.project(tokens), self.head.factors(target)
-        hidden = hidden_indices(mask, mask.shape[1] - keep.shape[1])
+        hidden = hidden_indices(mask, mask.shape[1] - num_keep)
         pred_std = self.head.pixels(gather_tokens(projected, hidden), factors)
         with torch.no_grad():
             stats = band_statistics(target.patches, target.valid, target.band_mask,
@@ -130,9 +138,8 @@ class MaskedAutoencoder(nn.Module):
         loss, parts = reconstruction_loss(pred_std, gather_patches(target.patches, hidden),
                                           gather_patches(target.valid, hidden), stats, None,
                                           self.config.loss, zeroed=True)
-        rebuild = self._reconstruction(projected.detach(), factors.detach(), stats,
-                                       inputs.grid[1])
-        return MAEOutput(loss, parts, mask, {**encoded.routing, **routing}, rebuild)
+        rebuild = self._reconstruction(projected.detach(), factors.detach(), stats, grid[1])
+        return loss, parts, rebuild
 
     def _reconstruction(self, projected: Tensor, factors: HeadFactors,
                         stats: dict[str, Tensor], grid_w: int) -> Callable[[], Tensor]:
@@ -147,7 +154,8 @@ class MaskedAutoencoder(nn.Module):
         return self.encoder(inputs, keep)
 
     def forward_decoder(self, encoded: EncoderOutput, inputs: BandInputs, target: BandInputs):
-        """-> (standardised prediction of the target view [b, c_t, n, p], routing metrics)."""
+        """-> (standardised prediction of the target view [b, c_t, n, p], routing metrics), for
+        every patch (inspection, tests); a training `forward` predicts the hidden ones only."""
         tokens, routing = self.decoder(encoded, inputs)
         return self.head(tokens, target), routing
 
