@@ -154,3 +154,13 @@ def test_band_statistics_of_zeroed_inputs_skip_nothing_that_matters():
     fast = band_statistics(x * valid, valid, band_mask, zeroed=True)
     for key in full:
         torch.testing.assert_close(fast[key], full[key])
+
+
+def test_gather_patches_equals_torch_gather_and_passes_gradients():
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 5, 12, 4, generator=gen, requires_grad=True)
+    keep, _ = random_masking(3, 12, 0.5, "cpu", gen)
+    index = keep[:, None, :, None].expand(3, 5, keep.shape[1], 4)
+    torch.testing.assert_close(gather_patches(x, keep), torch.gather(x, 2, index), rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(gather_patches(x, keep).sum(), x)
+    assert grad.sum() == 3 * 5 * keep.shape[1] * 4 and grad.max() == 1
