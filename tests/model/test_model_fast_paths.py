@@ -164,3 +164,25 @@ def test_gather_patches_equals_torch_gather_and_passes_gradients():
     torch.testing.assert_close(gather_patches(x, keep), torch.gather(x, 2, index), rtol=0, atol=0)
     (grad,) = torch.autograd.grad(gather_patches(x, keep).sum(), x)
     assert grad.sum() == 3 * 5 * keep.shape[1] * 4 and grad.max() == 1
+
+
+def test_model_loss_and_gradients_equal_the_dense_formula():
+    torch.manual_seed(0)
+    mae = specaware.create_model("specaware_debug").eval()
+    s = sample(9, seed=1)
+    s["valid"][:, 3:6, 2:12] = False
+    batch = pad_batch([s, sample(6, seed=2)])
+    out = mae(batch, generator=torch.Generator().manual_seed(0))
+    inputs = mae.encoder.prepare(batch)
+    keep, mask = random_masking(2, inputs.num_patches, mae.config.mask_ratio, "cpu",
+                                torch.Generator().manual_seed(0))
+    pred_std, _ = mae.forward_decoder(mae.forward_encoder(inputs, keep), inputs, inputs)
+    want = dense_reference_loss(pred_std, inputs.patches, inputs.valid, mask, mae.config.loss)
+    params = [p for p in mae.parameters() if p.requires_grad]
+    got_grads = torch.autograd.grad(out.loss, params, allow_unused=True)
+    want_grads = torch.autograd.grad(want, params, allow_unused=True)
+    torch.testing.assert_close(out.loss, want, rtol=1e-5, atol=1e-6)
+    for got, ref in zip(got_grads, want_grads):
+        assert (got is None) == (ref is None)
+        if got is not None:
+            torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-6)
