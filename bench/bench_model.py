@@ -55,7 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 = least noise)")
     p.add_argument("--model", default="specaware_small")
     p.add_argument("--system-malloc", action="store_true",
-                   help="keep glibc malloc defaults (default: tune_cpu_malloc, as CPU training should)")
+                   help="keep glibc malloc defaults (default: tune_cpu_malloc, as CPU "
+                        "training should)")
     return p.parse_args(argv)
 
 
