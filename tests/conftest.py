@@ -9,6 +9,12 @@ os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_configure(config):
+    # glibc keeps freed tensor memory for reuse: model steps in tests run ~2x faster
+    from specaware.model.runtime import tune_cpu_malloc
+    tune_cpu_malloc()
+
+
 @pytest.fixture(autouse=True)
 def _wandb_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
