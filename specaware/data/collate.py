@@ -151,16 +151,30 @@ class ReleaseTracker:
         return batch
 
 
-def _pixel_tensors(shape: tuple[int, ...], memory: BatchMemory | None):
-    """(image float32, valid bool, flag index or None), both of `shape`, uninitialised; with a
-    pool they share one storage (image bytes first), released when both are gone."""
+def _batch_tensors(b: int, c: int, h: int, w: int, memory: BatchMemory | None):
+    """(tensors by key, flag index or None): image float32 / valid bool [b, c, h, w]
+    uninitialised; wavelength, fwhm float32 / band_mask bool [b, c] zeroed; gsd float32 [b].
+    With a pool they all live in one storage (4-byte values first, so every view is aligned):
+    one storage to share with the main process per batch, released when all are gone."""
     if memory is None:
-        return _empty(shape, torch.float32, zero=False), _empty(shape, torch.bool, zero=False), None
-    n = int(np.prod(shape))
-    storage, index = memory.take(5 * n)
-    image = torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
-    valid = torch.empty(0, dtype=torch.bool).set_(storage, 4 * n, shape)
-    return image, valid, index
+        return {"image": _empty((b, c, h, w), torch.float32, zero=False),
+                "valid": _empty((b, c, h, w), torch.bool, zero=False),
+                "wavelength": torch.zeros(b, c), "fwhm": torch.zeros(b, c),
+                "gsd": torch.zeros(b), "band_mask": torch.zeros(b, c, dtype=torch.bool)}, None
+    layout = [("image", torch.float32, (b, c, h, w)), ("wavelength", torch.float32, (b, c)),
+              ("fwhm", torch.float32, (b, c)), ("gsd", torch.float32, (b,)),
+              ("valid", torch.bool, (b, c, h, w)), ("band_mask", torch.bool, (b, c))]
+    sizes = [int(np.prod(shape)) * (4 if dtype == torch.float32 else 1)
+             for _, dtype, shape in layout]
+    storage, index = memory.take(sum(sizes))
+    tensors, offset = {}, 0
+    for (key, dtype, shape), size in zip(layout, sizes):
+        step = 4 if dtype == torch.float32 else 1
+        tensors[key] = torch.empty(0, dtype=dtype).set_(storage, offset // step, shape)
+        offset += size
+    for key in ("wavelength", "fwhm", "band_mask"):
+        tensors[key].zero_()
+    return tensors, index
 
 
 def _as_tensor(array) -> torch.Tensor:
@@ -192,7 +206,7 @@ def _write_pixels(sample: dict[str, Any], image_out: torch.Tensor, valid_out: to
 def collate_views(samples: list[dict[str, Any]], pad_bands: int | None = None,
                   where: str = "", memory: BatchMemory | None = None) -> dict[str, Any]:
     """Pad and stack the pixel/band keys of `samples` (one view each); see module docstring.
-    With `memory`, image and valid live in one of its storages (key `_slot`: its flag)."""
+    With `memory`, the tensors live in one of its storages (key `_slot`: its flag)."""
     if not samples:
         raise CollateError("collate: empty list of samples")
     h, w = _check_spatial(samples, where)
@@ -205,10 +219,10 @@ def collate_views(samples: list[dict[str, Any]], pad_bands: int | None = None,
                                f"never truncated, raise pad_bands")
         c = pad_bands
     b = len(samples)
-    image, valid, slot = _pixel_tensors((b, c, h, w), memory)
-    wavelength = torch.zeros(b, c, dtype=torch.float32)
-    fwhm = torch.zeros(b, c, dtype=torch.float32)
-    band_mask = torch.zeros(b, c, dtype=torch.bool)
+    out, slot = _batch_tensors(b, c, h, w, memory)
+    image, valid, band_mask = out["image"], out["valid"], out["band_mask"]
+    wavelength, fwhm = out["wavelength"], out["fwhm"]
+    out["gsd"].copy_(torch.tensor([float(s["gsd"]) for s in samples], dtype=torch.float32))
     for i, (sample, ci) in enumerate(zip(samples, bands)):
         if ci < c:  # only padding needs explicit zeros; real bands are overwritten below
             image[i, ci:].zero_()
@@ -218,10 +232,7 @@ def collate_views(samples: list[dict[str, Any]], pad_bands: int | None = None,
         fwhm[i, :ci] = _as_tensor(np.asarray(sample["fwhm"], dtype=np.float32))
         band_mask[i, :ci] = True
     batch = {} if slot is None else {"_slot": slot}
-    return batch | {
-        "image": image, "valid": valid, "band_mask": band_mask,
-        "wavelength": wavelength, "fwhm": fwhm,
-        "gsd": torch.tensor([float(s["gsd"]) for s in samples], dtype=torch.float32),
+    return batch | out | {
         "sensor": [str(s["sensor"]) for s in samples],
         "level": [str(s["level"]) for s in samples],
         "meta": [s.get("meta", {}) for s in samples],
