@@ -26,7 +26,9 @@ clears a flag in a small shared array once no tensor or view of an earlier batch
 counts the references to a storage); a worker reuses only storages whose flag is clear, and
 allocates new memory when none is (the pool never blocks, and never holds more than the
 consumer does). The tracker also keeps the storages mapped in the consumer, so a reused one
-costs no page faults there either.
+costs no page faults there either. The one thing it cannot see is a third process: a consumer
+that sends batch tensors on to another process must keep its own reference until that process
+is done with them (or send a copy).
 
 `bucketed` groups a sample stream into batches of one sensor / one band count, so that a batch
 carries no padding at all when the data mixes sensors.
