@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from specaware.model.conditioning import BandConditioning
 from specaware.model.config import ConditioningConfig
+from specaware.model.masking import gather_tokens
 
 
 class HeadFactors(NamedTuple):
@@ -59,9 +60,19 @@ class HyperOutputHead(nn.Module):
         nn.init.zeros_(self.pixel_bias.weight)
         nn.init.zeros_(self.pixel_bias.bias)
 
-    def forward(self, tokens: Tensor, target) -> Tensor:
-        """tokens [b, n, dd] (no cls), target: BandInputs of the target view -> [b, c, n, p]."""
-        return self.pixels(self.project(tokens), self.factors(target))
+    def forward(self, tokens: Tensor, target, hidden: Tensor | None = None):
+        """tokens [b, n, dd] (no cls), target: BandInputs of the target view -> [b, c, n, p].
+
+        With `hidden` [b, n_h] patch indices: (pixels of those patches [b, c, n_h, p], the
+        projection of every patch [b, n, j*r], the factors), so the training loss runs the
+        head on the hidden patches only and a reconstruction of all of them can be rebuilt
+        later from detached values with `pixels`. Callers go through here rather than
+        `project`/`factors`: ZeRO-3 gathers partitioned parameters such as `b_basis` only
+        in a module's forward."""
+        projected, factors = self.project(tokens), self.factors(target)
+        if hidden is None:
+            return self.pixels(projected, factors)
+        return self.pixels(gather_tokens(projected, hidden), factors), projected, factors
 
     def factors(self, target) -> HeadFactors:
         """Per-band factors of the target view (BandInputs), from its metadata only."""

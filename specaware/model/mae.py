@@ -27,7 +27,7 @@ from specaware.model.encoder import EncoderOutput, SpecAwareEncoder
 from specaware.model.hyper_head import HeadFactors, HyperOutputHead
 from specaware.model.inputs import BandInputs
 from specaware.model.loss import reconstruction_loss
-from specaware.model.masking import (gather_patches, gather_tokens, hidden_indices,
+from specaware.model.masking import (gather_patches, hidden_indices,
                                      random_masking, scatter_tokens, unpatchify)
 from specaware.model.pos_embed import MetricPositionEmbedding
 
@@ -129,9 +129,8 @@ class MaskedAutoencoder(nn.Module):
         The loss sees the hidden patches only: the head runs on their tokens, and the pixels of
         visible patches are neither predicted nor read for it; the reconstruction of every patch
         is made on demand from the detached projection."""
-        projected, factors = self.head.project(tokens), self.head.factors(target)
         hidden = hidden_indices(mask, mask.shape[1] - num_keep)
-        pred_std = self.head.pixels(gather_tokens(projected, hidden), factors)
+        pred_std, projected, factors = self.head(tokens, target, hidden)
         with torch.no_grad():
             stats = band_statistics(target.patches, target.valid, target.band_mask,
                                     zeroed=True)
