@@ -3,10 +3,16 @@
 Counted only where the encoder saw nothing (masked patches) AND the target has a real value
 (valid pixel of a real band); invalid pixels and padded bands contribute exactly nothing.
 
-Target normalisation (our choice): per sample and per band, from ALL valid pixels of the target
-view (mean, std floored at 1% of the sample brightness; `conditioning.band_scale`). Using the
-target's own statistics is legitimate for an objective (MAE's per-patch `norm_pix_loss` does the
-same) and it balances bright and dark bands. The head predicts in these standardised units.
+Target normalisation (our choice, `loss.target_norm`), per sample from ALL valid pixels of the
+target view (std floored at 1% of the sample brightness; `conditioning.band_scale`):
+  "band"   (default) each band by its own mean and std: balances bright and dark bands, but the
+           tile's mean spectrum is handed to the prediction, so only the spatial deviations from
+           it are left to learn; on tiles that are mostly one cover these are close to noise;
+  "sample" one mean and std over all real bands (`conditioning.pooled_statistics`): the target
+           keeps the spectrum's shape, which the model has to carry from the visible patches.
+Using the target's own statistics is legitimate for an objective (MAE's per-patch
+`norm_pix_loss` does the same) and is independent of L1 radiance vs L2 reflectance scaling.
+The head predicts in these standardised units.
   - pixel term: Charbonnier sqrt(diff^2 + eps^2) or MSE on standardised values;
   - spectral term: spectral angle, 1 - cos(pred, target) over the valid bands of each pixel,
     computed in PHYSICAL units (prediction de-standardised with the same statistics), where the

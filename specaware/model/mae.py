@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from specaware.model.block import Block, make_mlp
-from specaware.model.conditioning import band_statistics, destandardise
+from specaware.model.conditioning import band_statistics, destandardise, pooled_statistics
 from specaware.model.config import MAEConfig
 from specaware.model.encoder import EncoderOutput, SpecAwareEncoder
 from specaware.model.hyper_head import HeadFactors, HyperOutputHead
@@ -134,6 +134,8 @@ class MaskedAutoencoder(nn.Module):
         with torch.no_grad():
             stats = band_statistics(target.patches, target.valid, target.band_mask,
                                     zeroed=True)
+            if self.config.loss.target_norm == "sample":
+                stats = pooled_statistics(stats, target.band_mask)
         loss, parts = reconstruction_loss(pred_std, gather_patches(target.patches, hidden),
                                           gather_patches(target.valid, hidden), stats, None,
                                           self.config.loss, zeroed=True)

@@ -181,3 +181,43 @@ def test_a_few_steps_reduce_the_loss():
         opt.step()
         losses.append(out.loss.item())
     assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
+
+
+def test_pooled_statistics_are_those_of_every_valid_pixel_of_the_real_bands():
+    from specaware.model.conditioning import pooled_statistics
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 5, 4, 9, generator=gen) * torch.arange(1.0, 6.0).reshape(1, 5, 1, 1)
+    valid = torch.rand(2, 5, 4, 9, generator=gen) > 0.3
+    band_mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    valid &= band_mask[:, :, None, None]
+    pooled = pooled_statistics(band_statistics(x, valid, band_mask), band_mask)
+    for i in range(2):
+        values = x[i][valid[i]].double()
+        assert pooled["mean"][i].tolist() == pytest.approx([values.mean().item()] * 5, rel=1e-5)
+        assert pooled["std"][i].tolist() == pytest.approx(
+            [values.std(unbiased=False).item()] * 5, rel=1e-4)
+
+
+@pytest.mark.parametrize("norm", ["band", "sample"])
+def test_target_norm_decides_which_rescalings_of_the_target_leave_the_loss_unchanged(norm):
+    """The encoder sees the same input; only the (cross-sensor) target is rescaled. Per-band
+    normalisation hands the prediction each band's level, so scaling one band changes nothing;
+    per-sample normalisation keeps the spectrum's shape in the target, so it does, while scaling
+    the whole sample still does not (radiance vs reflectance units)."""
+    torch.manual_seed(0)
+    mae = specaware.create_model("specaware_debug", loss={"target_norm": norm, "sam_weight": 0.0})
+    source = pad_batch([sample(12, size=32, seed=1)])
+    target = pad_batch([sample(9, size=32, seed=2)])
+
+    def loss(scale):
+        t = dict(target, image=target["image"] * scale)
+        return run(mae, dict(source, target=t)).loss
+
+    base = loss(1.0)
+    torch.testing.assert_close(loss(7.0), base, rtol=1e-4, atol=1e-5)
+    one_band = torch.ones(1, 9, 1, 1)
+    one_band[0, 3] = 5.0
+    if norm == "band":
+        torch.testing.assert_close(loss(one_band), base, rtol=1e-4, atol=1e-5)
+    else:
+        assert abs(loss(one_band).item() - base.item()) > 1e-2
