@@ -61,13 +61,13 @@ class LossConfig:
     pixel: "charbonnier" or "mse" on per-sample normalised target values;
     sam: 1 - cosine over valid bands of each pixel's spectrum, in physical units;
     target_norm: how the target is normalised per sample, from all its valid pixels:
+      "sample" (default) one mean and std over all bands: the spectrum's shape stays in the
+               target, so the model must carry it from the visible patches (see loss.py);
       "band"   each band by its own mean and std: the tile's mean spectrum is given away and
-               only deviations from it are predicted (balances bright and dark bands);
-      "sample" one mean and std over all bands: the spectrum's shape stays in the target, so
-               the model must carry it from the visible patches (see loss.py).
+               only deviations from it are predicted (balances bright and dark bands).
     """
     pixel: Literal["charbonnier", "mse"] = "charbonnier"
-    target_norm: Literal["band", "sample"] = "band"
+    target_norm: Literal["band", "sample"] = "sample"
     pixel_weight: float = 1.0
     sam_weight: float = 1.0
     charbonnier_eps: float = 1e-3

@@ -131,16 +131,21 @@ class MaskedAutoencoder(nn.Module):
         is made on demand from the detached projection."""
         hidden = hidden_indices(mask, mask.shape[1] - num_keep)
         pred_std, projected, factors = self.head(tokens, target, hidden)
-        with torch.no_grad():
-            stats = band_statistics(target.patches, target.valid, target.band_mask,
-                                    zeroed=True)
-            if self.config.loss.target_norm == "sample":
-                stats = pooled_statistics(stats, target.band_mask)
+        stats = self.target_statistics(target)
         loss, parts = reconstruction_loss(pred_std, gather_patches(target.patches, hidden),
                                           gather_patches(target.valid, hidden), stats, None,
                                           self.config.loss, zeroed=True)
         rebuild = self._reconstruction(projected.detach(), factors.detach(), stats, grid[1])
         return loss, parts, rebuild
+
+    @torch.no_grad()
+    def target_statistics(self, target: BandInputs) -> dict[str, Tensor]:
+        """Mean and std [b, c] the target is standardised with (`loss.target_norm`), from all
+        its valid pixels; the head predicts in these units."""
+        stats = band_statistics(target.patches, target.valid, target.band_mask, zeroed=True)
+        if self.config.loss.target_norm == "sample":
+            stats = pooled_statistics(stats, target.band_mask)
+        return stats
 
     def _reconstruction(self, projected: Tensor, factors: HeadFactors,
                         stats: dict[str, Tensor], grid_w: int) -> Callable[[], Tensor]:

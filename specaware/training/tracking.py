@@ -52,14 +52,16 @@ def _nearest_bands(wavelength: torch.Tensor, real: torch.Tensor, targets) -> lis
 
 
 def false_colour(image: torch.Tensor, bands: list[int], lo=None, hi=None):
-    """[C, H, W] -> RGB float [H, W, 3] in 0..1, 2-98 % stretch per channel.
+    """[C, H, W] -> RGB float [H, W, 3] in 0..1, one 2-98 % stretch shared by the channels.
 
-    Returns (rgb, lo, hi) so other images of the same ground reuse the stretch.
+    Sharing it keeps the colour balance, so a reconstruction whose spectrum is off shows the
+    wrong colour and a flat tile looks flat (a stretch per channel would turn the noise of a
+    uniform water tile into confetti). Returns (rgb, lo, hi) so other images of the same ground
+    reuse the stretch.
     """
     rgb = rearrange(image[bands].float(), "c h w -> h w c").cpu().numpy()
     if lo is None:
-        lo = np.percentile(rgb, 2, axis=(0, 1))
-        hi = np.percentile(rgb, 98, axis=(0, 1))
+        lo, hi = np.percentile(rgb, [2, 98])
     span = np.maximum(hi - lo, 1e-6)
     return np.clip((rgb - lo) / span, 0.0, 1.0), lo, hi
 

@@ -10,7 +10,8 @@ import torch
 from einops import rearrange
 
 import specaware
-from specaware.model.conditioning import band_statistics, destandardise, standardise
+from specaware.model.conditioning import (band_statistics, destandardise, pooled_statistics,
+                                         standardise)
 from specaware.model.config import LossConfig
 from specaware.model.fused_loss import FusedReconstructionLoss
 from specaware.model.loss import pixel_loss, reconstruction_loss, spectral_angle_loss
@@ -27,6 +28,11 @@ def dense_reference_loss(pred_std, target, valid, mask, cfg: LossConfig):
     var = (((target - mean[..., None, None]) * vf) ** 2).sum((2, 3)) / count.clamp_min(1.0)
     real = (count > 0).float()
     bright = (mean.abs() * real).sum(1) / real.sum(1).clamp_min(1.0)
+    if cfg.target_norm == "sample":          # one mean and std over every valid pixel and band
+        total = vf.sum((1, 2, 3)).clamp_min(1.0)
+        pooled = (target * vf).sum((1, 2, 3)) / total
+        var = (((target - pooled[:, None, None, None]) * vf) ** 2).sum((1, 2, 3)) / total
+        mean, var = pooled[:, None].expand_as(mean), var[:, None].expand_as(mean)
     std = torch.maximum(var.sqrt(), 0.01 * bright[:, None] + 1e-6)[..., None, None]
     mean = mean[..., None, None]
     target_std = (target - mean) / std * vf
@@ -49,7 +55,7 @@ def test_loss_on_gathered_hidden_patches_equals_dense_loss():
     target = target * valid
     keep, mask = random_masking(b, n, 0.75, "cpu", gen)
     for pixel in ("charbonnier", "mse"):
-        cfg = LossConfig(pixel=pixel)
+        cfg = LossConfig(pixel=pixel, target_norm="band")   # band_statistics below
         pred = torch.randn(b, c, n, p, generator=gen, requires_grad=True)
         want = dense_reference_loss(pred, target, valid, mask, cfg)
         (want_grad,) = torch.autograd.grad(want, pred)
@@ -70,9 +76,10 @@ def test_hidden_indices_list_the_masked_patches_in_order():
         assert row.tolist() == m.nonzero()[:, 0].tolist()
 
 
-def test_pred_is_the_head_on_every_patch():
+@pytest.mark.parametrize("norm", ["sample", "band"])
+def test_pred_is_the_head_on_every_patch(norm):
     torch.manual_seed(0)
-    mae = specaware.create_model("specaware_debug").eval()
+    mae = specaware.create_model("specaware_debug", loss={"target_norm": norm}).eval()
     batch = pad_batch([sample(9, seed=1), sample(6, seed=2)])
     out = mae(batch, generator=torch.Generator().manual_seed(0))
     inputs = mae.encoder.prepare(batch)
@@ -81,6 +88,8 @@ def test_pred_is_the_head_on_every_patch():
     assert torch.equal(mask, out.mask)
     pred_std, _ = mae.forward_decoder(mae.forward_encoder(inputs, keep), inputs, inputs)
     stats = band_statistics(inputs.patches, inputs.valid, inputs.band_mask)
+    if norm == "sample":
+        stats = pooled_statistics(stats, inputs.band_mask)
     want = unpatchify(destandardise(pred_std, stats), 8, inputs.grid[1])
     assert not out.pred.requires_grad
     torch.testing.assert_close(out.pred, want.detach(), rtol=1e-5, atol=1e-6)
@@ -166,9 +175,10 @@ def test_gather_patches_equals_torch_gather_and_passes_gradients():
     assert grad.sum() == 3 * 5 * keep.shape[1] * 4 and grad.max() == 1
 
 
-def test_model_loss_and_gradients_equal_the_dense_formula():
+@pytest.mark.parametrize("norm", ["sample", "band"])
+def test_model_loss_and_gradients_equal_the_dense_formula(norm):
     torch.manual_seed(0)
-    mae = specaware.create_model("specaware_debug").eval()
+    mae = specaware.create_model("specaware_debug", loss={"target_norm": norm}).eval()
     s = sample(9, seed=1)
     s["valid"][:, 3:6, 2:12] = False
     batch = pad_batch([s, sample(6, seed=2)])

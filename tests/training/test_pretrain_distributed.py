@@ -187,8 +187,10 @@ def test_export_from_zero3_loads_into_a_single_process_model(zero3, zero1, tiny_
     # ZeRO-3 consolidation gives the weights ZeRO-1 keeps replicated (up to reduction order)
     exported = load_file(str(out))
     reference = module_state(zero1.run_dir / "checkpoints" / checkpoint.step_name(STEPS))
+    # (bound: 2e-4 is a fifth of one AdamW step at lr 1e-3; a wrong or misordered shard
+    # is off by the weights' own scale, ~1e-2 and more)
     diff = max_diff(exported, reference)
-    assert diff < 1e-4, f"ZeRO-3 export differs from the ZeRO-1 weights by {diff:.2e}"
+    assert diff < 2e-4, f"ZeRO-3 export differs from the ZeRO-1 weights by {diff:.2e}"
 
     # load_pretrained gives exactly the encoder of the exported MAE in one plain process
     encoder = specaware.load_pretrained(out).eval()
