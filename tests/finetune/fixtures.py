@@ -52,6 +52,29 @@ def write_indian_pines(folder: Path, h: int = 24, w: int = 24, k: int = 4,
     return image, labels
 
 
+def write_houston_split(folder: Path, h: int = 16, w: int = 16, k: int = 3, seed: int = 0,
+                        one_file: bool = False) -> tuple[Path, Path, Path]:
+    """Houston.mat ('Houston', uint16 x10000, [H, W, 144]) + the contest's disjoint maps
+    TRLabel.mat / TSLabel.mat (0 = unlabelled, 1..k; about a third of the labelled pixels train,
+    the rest test). one_file: both maps in houston_gt.mat as houston_gt_tr / houston_gt_te.
+    Returns (image, training map file, test map file)."""
+    from specaware.finetune.datasets.wavelengths import table
+    wl = table("casi", 144)[0]
+    layout = class_layout(h, w, k, seed)
+    cube = np.clip(cube_from_layout(layout, wl, k, seed) * 10000, 0, 65535).astype(np.uint16)
+    draw = np.random.default_rng(seed + 2).random((h, w))
+    train = np.where(draw < 0.3, layout + 1, 0).astype(np.uint8)
+    test = np.where((draw >= 0.3) & (draw < 0.9), layout + 1, 0).astype(np.uint8)
+    image = folder / "Houston.mat"
+    savemat(image, {"Houston": cube})
+    if one_file:
+        savemat(folder / "houston_gt.mat", {"houston_gt_tr": train, "houston_gt_te": test})
+        return image, folder / "houston_gt.mat", folder / "houston_gt.mat"
+    savemat(folder / "TRLabel.mat", {"TRLabel": train})
+    savemat(folder / "TSLabel.mat", {"TSLabel": test})
+    return image, folder / "TRLabel.mat", folder / "TSLabel.mat"
+
+
 def change_pair(h: int, w: int, wl1: np.ndarray, wl2: np.ndarray, seed: int = 0,
                 block: int = 8, share: float = 0.3):
     """Two dates of one field layout where about `share` of the fields (blocks) switch class by

@@ -6,8 +6,12 @@ differ: Hermiston, Farmland and River maps label every pixel (0 = no change, non
 River uses 255), while Bay Area and Santa Barbara use 0 = unlabelled, 1 = change, 2 = no change.
 Key names differ between copies of the same data set, so each benchmark lists the names seen in
 the public copies; `image_key=`/`gt_key=` override them, and an error lists what the file holds.
+Houston 2013 (GRSS Data Fusion Contest 2013) ships a fixed split instead of one ground truth: a
+training map and a test map on the cube's grid (TRLabel.mat / TSLabel.mat, or houston_gt_tr and
+houston_gt_te in one houston_gt.mat); `test_gt=` loads the test map (`test_gt_key=` overrides).
 
     scene = load_benchmark("indian_pines", "Indian_pines_corrected.mat", "Indian_pines_gt.mat")
+    fixed = load_benchmark("houston2013", "Houston.mat", "TRLabel.mat", test_gt="TSLabel.mat")
     pair = load_change_benchmark("bay_area", "Bay_Area_2013.mat", "Bay_Area_2015.mat",
                                  "bayArea_gtChanges2.mat")
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from specaware.finetune.datasets import wavelengths as wltab
+from specaware.finetune.datasets.protocol import check_disjoint
 from specaware.finetune.datasets.scene import (IGNORE, ChangeScene, HSIScene, LabelledScene,
                                                normalize)
 
@@ -40,6 +45,8 @@ class Benchmark:
     t2_keys: tuple[str, ...] = ()
     labels: str = "zero_unlabelled"  # | "all_labelled" | "bay_area"
     class_names: tuple[str, ...] = ()
+    train_keys: tuple[str, ...] = ("TRLabel", "TR")   # fixed split's training map, then gt_keys
+    test_keys: tuple[str, ...] = ("TSLabel", "TeLabel", "TE")   # ... and its test map
 
 
 _IP = ("Alfalfa", "Corn-notill", "Corn-mintill", "Corn", "Grass-pasture", "Grass-trees",
@@ -71,7 +78,9 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
               ("salinas_corrected", "salinas"), ("salinas_gt",), class_names=_SA),
     Benchmark("houston2013", "classification", "casi", "casi-1500", 2.5,
               ("houston", "houston2013", "hsi", "data"),
-              ("houston_gt", "houston2013_gt", "gt", "label", "tr_te"), class_names=_HO),
+              ("houston_gt", "houston2013_gt", "gt", "label", "tr_te"), class_names=_HO,
+              train_keys=("houston_gt_tr", "TRLabel", "TR"),
+              test_keys=("houston_gt_te", "TSLabel", "TeLabel", "TE")),
     Benchmark("whu_hi_longkou", "classification", "headwall_nano", "headwall-nano", 0.463,
               ("WHU_Hi_LongKou",), ("WHU_Hi_LongKou_gt",), class_names=_LK),
     Benchmark("whu_hi_hanchuan", "classification", "headwall_nano", "headwall-nano", 0.109,
@@ -197,20 +206,47 @@ def _labels(bench: Benchmark, gt: np.ndarray, path, num_classes: int | None):
 
 
 def load_benchmark(name: str, image: str | Path, gt: str | Path | None = None, *,
-                   image_key: str | None = None, gt_key: str | None = None, wavelength=None,
+                   test_gt: str | Path | None = None, image_key: str | None = None,
+                   gt_key: str | None = None, test_gt_key: str | None = None, wavelength=None,
                    fwhm=None, normalize: str = "auto") -> LabelledScene:
-    """A classification benchmark: cube [C, H, W] + labels [H, W] (-1 = unlabelled)."""
+    """A classification benchmark: cube [C, H, W] + labels [H, W] (-1 = unlabelled).
+
+    With `test_gt` the benchmark's fixed split: `gt` (default: the image file) is read as the
+    training map into `labels` and `test_gt` as the test map into `test_labels`; pass one path
+    twice when one file holds both maps. The maps must be disjoint (ValueError naming both).
+    """
     bench = get_benchmark(name)
-    arrays = read_mat(image)
+    gt = gt or image
+    files = {f: read_mat(f) for f in dict.fromkeys(str(p) for p in (image, gt, test_gt) if p)}
+    arrays = files[str(image)]
     _, cube = pick(arrays, bench.image_keys, 3, image, "image", image_key)
-    gt_arrays = read_mat(gt) if gt else arrays
-    _, labels = pick(gt_arrays, bench.gt_keys, 2, gt or image, "gt", gt_key)
+    if test_gt is None:
+        _, raw = pick(files[str(gt)], bench.gt_keys, 2, gt, "gt", gt_key)
+        labels, names = _labels(bench, raw, gt, None)
+        test = None
+    else:
+        labels, test, names = _fixed_maps(bench, files, gt, test_gt, gt_key, test_gt_key)
     scene = _scene(bench, arrays, cube, image, wavelength, fwhm, normalize, bench.name)
     if labels.shape != scene.shape:
-        raise ValueError(f"{gt or image}: ground truth {labels.shape} does not match the image "
+        raise ValueError(f"{gt}: ground truth {labels.shape} does not match the image "
                          f"{scene.shape} of {image}")
-    labels, names = _labels(bench, labels, gt or image, None)
-    return LabelledScene(scene, labels, names)
+    return LabelledScene(scene, labels, names, test)
+
+
+def _fixed_maps(bench: Benchmark, files: dict, gt, test_gt, gt_key, test_gt_key):
+    """(training labels, test labels, class names) of a fixed split, checked to be disjoint."""
+    train_key, train = pick(files[str(gt)], bench.train_keys + bench.gt_keys, 2, gt, "gt",
+                            gt_key)
+    test_key, test = pick(files[str(test_gt)], bench.test_keys, 2, test_gt, "test_gt",
+                          test_gt_key)
+    if str(gt) == str(test_gt) and train_key == test_key:
+        raise ValueError(f"{gt}: the training and the test map are both read from {train_key!r};"
+                         " name them: gt_key='...' and test_gt_key='...' (data.keys.gt, "
+                         "data.keys.test_gt)")
+    train, names = _labels(bench, train, gt, None)
+    test, test_names = _labels(bench, test, test_gt, None)
+    check_disjoint(train, test, (f"{gt} [{train_key}]", f"{test_gt} [{test_key}]"))
+    return train, test, max(names, test_names, key=len)
 
 
 def load_change_benchmark(name: str, t1: str | Path, t2: str | Path | None = None,

@@ -53,10 +53,12 @@ class HSIScene:
 
 @dataclass
 class LabelledScene:
-    """A scene with a per-pixel label map int64 [H, W] (-1 = unlabelled)."""
+    """A scene with a per-pixel label map int64 [H, W] (-1 = unlabelled). A benchmark with a
+    fixed split keeps its training map in `labels` and its test map in `test_labels`."""
     scene: HSIScene
     labels: np.ndarray
     class_names: list[str]
+    test_labels: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
