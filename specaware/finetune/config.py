@@ -12,7 +12,9 @@ Task = Literal["classification", "segmentation", "change"]
 class DataConfig:
     """Where the labelled data comes from.
 
-    kind=mat: `benchmark` + `image` (+ `gt`; change: `image2` for t2) .mat files;
+    kind=mat: `benchmark` + `image` (+ `gt`; change: `image2` for t2) .mat files; with
+    `protocol.split=fixed`, `gt` is the benchmark's training map and `test_gt` its test map
+    (the same file twice when one file holds both);
     kind=geotiff: `images` + `masks` GeoTIFF lists (change: `images2` for t2);
     kind=tiles: `root` folder of `<class>/<tile>.tif`; kind=shards: labelled webdataset shards
     (`train_shards`, `val_shards`, `test_shards`).
@@ -22,7 +24,8 @@ class DataConfig:
     image: str = ""
     image2: str = ""
     gt: str = ""
-    keys: dict = field(default_factory=dict)       # .mat key overrides: image/gt/t1/t2
+    test_gt: str = ""             # fixed split's test map (protocol.split=fixed)
+    keys: dict = field(default_factory=dict)       # .mat key overrides: image/gt/test_gt/t1/t2
     images: list[str] = field(default_factory=list)
     images2: list[str] = field(default_factory=list)
     masks: list[str] = field(default_factory=list)
@@ -44,7 +47,13 @@ class DataConfig:
 
 @dataclass
 class ProtocolConfig:
-    """Split rules: `per_class` labelled pixels per class, or `fraction` of them (or of tiles)."""
+    """Split rules: `per_class` labelled pixels per class, or `fraction` of them (or of tiles).
+
+    split=fixed keeps a benchmark's own training and test maps (data.gt, data.test_gt) and
+    ignores per_class/fraction; validation is `val_per_class`/`val_fraction` of each class's
+    training pixels (default 10 %), so the seeds vary only validation, init and batch order.
+    """
+    split: Literal["random", "fixed"] = "random"
     per_class: Optional[int] = 30
     fraction: Optional[float] = None
     val_per_class: Optional[int] = None

@@ -66,19 +66,49 @@ def _split_sizes(cfg: FinetuneConfig) -> tuple[float, float]:
     return (p.val_fraction if p.val_fraction is not None else 0.2), p.test_fraction
 
 
+def check_split(cfg: FinetuneConfig) -> None:
+    """protocol.split=fixed reads a .mat classification benchmark's training map (data.gt) and
+    test map (data.test_gt); a test map under a random split would be silently unused."""
+    p, d = cfg.protocol, cfg.data
+    if p.split == "random":
+        if d.test_gt:
+            raise ValueError(f"data.test_gt={d.test_gt} is read only by protocol.split=fixed: add "
+                             "protocol.split=fixed, or drop data.test_gt for a random split")
+        return
+    if d.kind != "mat" or cfg.task == "change":
+        raise ValueError("protocol.split=fixed reads the training and test maps of a .mat "
+                         "classification benchmark (data.kind=mat, task classification or "
+                         f"segmentation), not data.kind={d.kind} with task={cfg.task}")
+    if not d.test_gt:
+        raise ValueError("protocol.split=fixed needs data.test_gt=PATH, the benchmark's test map "
+                         "(data.gt is its training map; the same file twice when it holds both)")
+
+
+def _split(cfg: FinetuneConfig, seed: int, scene):
+    from specaware.finetune.datasets import protocol as pr
+    p = cfg.protocol
+    if p.split == "fixed":
+        return pr.fixed_split(scene.labels, scene.test_labels, seed, p.val_per_class,
+                              p.val_fraction, class_names=scene.class_names)
+    return pr.split_pixels(scene.labels, seed, p.per_class, p.fraction, p.val_per_class,
+                           p.val_fraction)
+
+
 def _pixel_or_tiles(cfg: FinetuneConfig, seed: int, scene) -> Prepared:
     """A whole labelled/two-date scene in memory: pixel patches, or tiles keeping split pixels."""
     from specaware.finetune.datasets import protocol as pr
     p = cfg.protocol
-    split = pr.split_pixels(scene.labels, seed, p.per_class, p.fraction, p.val_per_class,
-                            p.val_fraction)
+    split = _split(cfg, seed, scene)
     log.info("split (seed %d): %s", seed, split.counts())
+    test_map = getattr(scene, "test_labels", None)   # a fixed split's test pixels live there
+    parts = [(split.train, scene.labels), (split.val, scene.labels),
+             (split.test, scene.labels if test_map is None else test_map)]
     if cfg.task == "classification":
-        sets = [pr.PixelPatches(scene, c, p.patch) for c in (split.train, split.val, split.test)]
+        sets = [pr.PixelPatches(scene, c, p.patch, labels) for c, labels in parts]
         base = scene.scene
     else:
-        sets = [pr.SceneTiles(scene, pr.keep_only(scene.labels, c), p.tile, p.stride or None)
-                for c in (split.train, split.val, split.test)]
+        sets = [pr.SceneTiles(scene, pr.keep_only(labels, c), p.tile, p.stride or None)
+                for c, labels in parts]
         base = scene.t1 if cfg.task == "change" else scene.scene
     meta = {"patch": p.patch, "tile": p.tile, "normalization": base.meta.get("normalization"),
             "sensor": base.sensor, "split": split.counts()}
@@ -96,8 +126,10 @@ def _prepare_mat(cfg: FinetuneConfig, seed: int) -> Prepared:
                                       keys=d.keys, wavelength=wl, wavelength_t2=wl2,
                                       num_classes=d.num_classes or None, normalize=d.normalize)
     else:
-        scene = load_benchmark(d.benchmark, d.image, d.gt or None, image_key=d.keys.get("image"),
-                               gt_key=d.keys.get("gt"), wavelength=wl, normalize=d.normalize)
+        scene = load_benchmark(d.benchmark, d.image, d.gt or None, test_gt=d.test_gt or None,
+                               image_key=d.keys.get("image"), gt_key=d.keys.get("gt"),
+                               test_gt_key=d.keys.get("test_gt"), wavelength=wl,
+                               normalize=d.normalize)
     return _pixel_or_tiles(cfg, seed, scene)
 
 
@@ -250,6 +282,7 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int) -> dict:
 
 def run(cfg: FinetuneConfig) -> dict[str, dict[str, tuple[float, float]]]:
     """All seeds for each init; returns {init: {metric: (mean, std)}} and writes results.json."""
+    check_split(cfg)
     inits = ["pretrained", "random"] if cfg.model.init == "both" else [cfg.model.init]
     summary = {}
     for init in inits:

@@ -6,7 +6,7 @@ import pytest
 from specaware.config import ConfigError, build
 from specaware.finetune.config import FinetuneConfig
 from specaware.finetune.datasets.mat import get_benchmark
-from specaware.finetune.runner import PREPARE, TABLE_METRICS, _zero_is_unlabelled
+from specaware.finetune.runner import PREPARE, TABLE_METRICS, _zero_is_unlabelled, check_split
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs" / "finetune").glob("*.yaml"))
 
@@ -14,8 +14,8 @@ CONFIGS = sorted((Path(__file__).parents[2] / "configs" / "finetune").glob("*.ya
 def test_the_task_configs_and_benchmark_examples_ship():
     names = {p.stem for p in CONFIGS}
     assert {"classification", "segmentation", "change", "indian_pines", "pavia_university",
-            "salinas", "houston2013", "whu_hi_longkou", "hermiston", "farmland", "river",
-            "bay_area", "santa_barbara"} <= names
+            "salinas", "houston2013", "houston2013_fixed", "whu_hi_longkou", "hermiston",
+            "farmland", "river", "bay_area", "santa_barbara"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -23,11 +23,15 @@ def test_shipped_config_loads(path):
     cfg = build(FinetuneConfig, [path], ["model.checkpoint=run/export.safetensors"])
     assert cfg.task in TABLE_METRICS and cfg.data.kind in PREPARE
     assert cfg.optim.epochs > 0 and cfg.protocol.seeds
+    check_split(cfg)
     if cfg.data.kind == "mat":
         bench = get_benchmark(cfg.data.benchmark)
         assert bench.task == ("change" if cfg.task == "change" else "classification")
         assert cfg.data.image.endswith(".mat") and cfg.data.gt.endswith(".mat")
-        assert (cfg.protocol.per_class is None) != (cfg.protocol.fraction is None)
+        if cfg.protocol.split == "random":
+            assert (cfg.protocol.per_class is None) != (cfg.protocol.fraction is None)
+        else:
+            assert cfg.data.test_gt.endswith(".mat")
     if cfg.task == "change":
         assert cfg.optim.class_weight == "balanced"
     if cfg.task == "classification" and cfg.data.kind == "mat":

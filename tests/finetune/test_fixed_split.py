@@ -1,6 +1,6 @@
 """Fixed train/test split of benchmarks that ship two maps (Houston 2013, GRSS DFC 2013): the
 protocol's `fixed_split`, the .mat loader for the public layouts (TRLabel.mat / TSLabel.mat, or
-houston_gt_tr / houston_gt_te in one file)."""
+houston_gt_tr / houston_gt_te in one file) and the config keys that select it."""
 import logging
 
 import numpy as np
@@ -8,8 +8,11 @@ import pytest
 from fixtures import write_houston_split
 from scipy.io import loadmat, savemat
 
+from specaware.config import ConfigError, build
+from specaware.finetune.config import FinetuneConfig
 from specaware.finetune.datasets.mat import load_benchmark
 from specaware.finetune.datasets.protocol import fixed_split
+from specaware.finetune.runner import check_split
 
 
 def _maps():
@@ -111,3 +114,15 @@ def test_one_file_with_unknown_keys_lists_them_and_one_key_cannot_be_both_maps(t
     with pytest.raises(ValueError, match="both read from 'a'.*test_gt_key"):
         load_benchmark("houston2013", image, both, test_gt=both, gt_key="a", test_gt_key="a")
 
+
+def test_split_key_takes_random_or_fixed_and_fixed_needs_a_test_map():
+    with pytest.raises(ConfigError, match=r"protocol\.split.*'fix'.*\['random', 'fixed'\]"):
+        build(FinetuneConfig, [], ["protocol.split=fix"])
+    with pytest.raises(ValueError, match="data.test_gt=PATH"):
+        check_split(build(FinetuneConfig, [], ["protocol.split=fixed"]))
+    with pytest.raises(ValueError, match="protocol.split=fixed"):
+        check_split(build(FinetuneConfig, [], ["data.test_gt=TSLabel.mat"]))
+    with pytest.raises(ValueError, match="data.kind=geotiff"):
+        check_split(build(FinetuneConfig, [], ["protocol.split=fixed", "data.kind=geotiff",
+                                               "data.test_gt=TSLabel.mat"]))
+    check_split(build(FinetuneConfig, [], ["protocol.split=fixed", "data.test_gt=TSLabel.mat"]))

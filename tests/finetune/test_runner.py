@@ -182,3 +182,25 @@ def test_benchmark_configs_run_on_mat_files(tmp_path, export):
     assert "kappa" in printed
     results = json.loads((tmp_path / "bay" / "results.json").read_text())
     assert results["seeds"] == [0, 1] and "f1" in results["results"]["pretrained"]
+
+
+def test_houston_fixed_split_tests_on_every_pixel_of_the_test_map(tmp_path, export):
+    """houston2013_fixed.yaml on a generated TRLabel.mat / TSLabel.mat pair: every labelled pixel
+    of the test map, and only those, is scored; training never sees one of them."""
+    from fixtures import write_houston_split
+    from scipy.io import loadmat
+    image, train, test = write_houston_split(tmp_path, h=16, w=16, k=3)
+    out = tmp_path / "run"
+    _run(cli, ["--task", "classification", "--config", CONFIGS / "houston2013_fixed.yaml",
+               "--checkpoint", export, "--out", out, "--no-progress", f"data.image={image}",
+               f"data.gt={train}", f"data.test_gt={test}", "protocol.split=fixed",
+               "protocol.patch=16", "optim.epochs=1", "optim.batch_size=32",
+               "protocol.seeds=[0]"])
+    n_test = int((loadmat(test)["TSLabel"] > 0).sum())
+    n_train = int((loadmat(train)["TRLabel"] > 0).sum())
+    run = out / "pretrained" / "seed0"
+    split = json.loads((run / "best.json").read_text())["data"]["split"]
+    assert split["test"] == n_test and split["train"] + split["val"] == n_train
+    with open(run / "confusion.csv") as f:
+        cm = np.array([[int(v) for v in r[1:]] for r in list(csv.reader(f))[1:]])
+    assert cm.sum() == n_test and cm.shape == (15, 15)
