@@ -78,7 +78,10 @@ def _panel_row(batch: dict, pred: torch.Tensor, mask: torch.Tensor, i: int, patc
     masked = np.where(hidden, 0.5, shown)
     truth, tlo, thi = false_colour(target["image"][i], tgt_bands)
     recon, _, _ = false_colour(pred[i], tgt_bands, tlo, thi)
-    row = [("input", shown), ("masked input", masked), ("reconstruction", recon)]
+    # the loss never sees the visible patches, so their prediction means nothing: show the
+    # (target view of the) visible patches there, as MAE figures do
+    recon = np.where(hidden, recon, truth)
+    row = [("input", shown), ("masked input", masked), ("reconstruction + visible", recon)]
     if batch.get("target") is not None:
         row.append(("target view", truth))
     return row
