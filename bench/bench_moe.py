@@ -8,6 +8,9 @@ Prints:
 3. forward+backward time of each layer over interleaved repetitions (min and median), and the
    ratio SoftMoE / dense (min) against the target (<= 1.25 at n=196, d=384, 8 experts); the
    full run adds the ratio at other batch sizes (rows per expert = b*s).
+glibc malloc is tuned first (specaware.model.runtime.tune_cpu_malloc, which every specaware
+training entry point applies), for all layers alike; --system-malloc leaves the defaults, where
+Soft MoE pays more for its e-times larger weight gradients being paged in fresh every step.
 
 Run: PYTHONPATH=. .venv/bin/python bench/bench_moe.py [--quick] [--threads N]
 """
@@ -24,6 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from moe import DenseMLP, SoftMoE, TopKMoE
+from specaware.model.runtime import tune_cpu_malloc
 
 TARGET = 1.25
 
@@ -34,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=None, help="sequences per step (default 8, quick 2)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 15, quick 4)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 = least noise on a shared box)")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="keep glibc malloc defaults (default: tune_cpu_malloc, as training does)")
     p.add_argument("--tokens", type=int, default=196)
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--experts", type=int, default=8)
@@ -153,8 +159,10 @@ def main(argv=None) -> int:
     a.batch = a.batch or (2 if a.quick else 8)
     reps = a.reps or (4 if a.quick else 15)
     torch.set_num_threads(a.threads)
+    tuned = False if a.system_malloc else tune_cpu_malloc()
     layers = build_layers(a)
-    print(f"bench_moe: {platform.machine()}, torch {torch.__version__}, fp32 on CPU")
+    print(f"bench_moe: {platform.machine()}, torch {torch.__version__}, fp32 on CPU, glibc "
+          f"malloc {'tuned (specaware.model.runtime)' if tuned else 'system default'}")
     explain(a, layers)
     x = torch.randn(a.batch, a.tokens, a.dim)
     flop_table(a, layers, x)
