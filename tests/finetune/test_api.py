@@ -1,5 +1,6 @@
 """load_pretrained: exported weights come back exactly; mismatches fail listing the keys."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,16 +85,20 @@ def test_missing_json_names_the_fix(tmp_path):
         load_pretrained(path)
 
 
+def write_checkpoint_folder(run: Path, model, meta: dict, step: int) -> None:
+    """A complete stage-0 checkpoint as `specaware pretrain` lays it out (run/checkpoints/step_*)."""
+    folder = run / "checkpoints" / f"step_{step:08d}"
+    (folder / "ds").mkdir(parents=True)
+    torch.save({"module": model.state_dict()}, folder / "ds" / "mp_rank_00_model_states.pt")
+    (folder / "trainer_state.json").write_text(json.dumps(
+        {"step": step, "model": "specaware_debug", "model_config": meta["model_config"]}))
+    (folder / "complete").write_text("{}")
+
 def test_deepspeed_checkpoint_folder_is_consolidated(tmp_path):
     """A stage-0 folder laid out as `specaware pretrain` writes it (run/checkpoints/step_*)."""
     path, model = write_export(tmp_path)
     meta = json.loads(path.with_suffix(".json").read_text())
-    step = tmp_path / "run" / "checkpoints" / "step_00000005"
-    (step / "ds").mkdir(parents=True)
-    torch.save({"module": model.state_dict()}, step / "ds" / "mp_rank_00_model_states.pt")
-    (step / "trainer_state.json").write_text(json.dumps(
-        {"step": 5, "model": "specaware_debug", "model_config": meta["model_config"]}))
-    (step / "complete").write_text("{}")
+    write_checkpoint_folder(tmp_path / "run", model, meta, step=5)
     encoder = load_pretrained(tmp_path / "run")
     assert encoder.specaware_source["step"] == 5
     for k, v in model.encoder.state_dict().items():
@@ -125,12 +130,7 @@ def test_trained_model_exported_by_specaware_export_comes_back_identical(tmp_pat
         model(batch).loss.backward()
         opt.step()
     assert any(not torch.equal(v, fresh[k]) for k, v in model.encoder.state_dict().items())
-    step = tmp_path / "run" / "checkpoints" / "step_00000003"
-    (step / "ds").mkdir(parents=True)
-    torch.save({"module": model.state_dict()}, step / "ds" / "mp_rank_00_model_states.pt")
-    (step / "trainer_state.json").write_text(json.dumps(
-        {"step": 3, "model": "specaware_debug", "model_config": meta["model_config"]}))
-    (step / "complete").write_text("{}")
+    write_checkpoint_folder(tmp_path / "run", model, meta, step=3)
     out, _ = export.export(tmp_path / "run", tmp_path / "trained.safetensors")
     encoder = load_pretrained(out).eval()
     model.eval()
