@@ -86,9 +86,15 @@ def _nest(overrides: dict) -> dict:
 
 def model_config(name: str, **overrides) -> MAEConfig:
     """Config of a registered variant with overrides applied (unknown keys are errors)."""
+    return resolve_model_config(name, overrides)
+
+
+def resolve_model_config(name: str, overrides: dict, prefix: str = "") -> MAEConfig:
+    """`model_config` with the overrides as a mapping; errors name keys as `prefix` + key (a
+    pretraining config passes "model.overrides.", so a typo is reported where the user wrote it)."""
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; registered: {', '.join(_REGISTRY)}")
-    cfg = merge(_REGISTRY[name](), _nest(overrides))
+    cfg = merge(_REGISTRY[name](), _nest(overrides), prefix=prefix)
     return dataclasses.replace(cfg, name=name)
 
 

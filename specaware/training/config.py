@@ -140,11 +140,22 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
     mr = cfg.model.mask_ratio
     _check(mr is None or 0.0 < mr < 1.0, "model.mask_ratio", "must be in (0, 1) or null")
     _check(bool(cfg.checkpoint.run_dir), "checkpoint.run_dir", "must name a folder")
+    model_config(cfg)                       # model.name and model.overrides, before any set-up
     cur = cfg.data.curation
     _check(cur.drop_quantile is None or 0.0 <= cur.drop_quantile < 1.0,
            "data.curation.drop_quantile", "must be in [0, 1) or null")
     _check(cur.max_oversample >= 1.0, "data.curation.max_oversample", "must be >= 1")
     return cfg
+
+
+def model_config(cfg: PretrainConfig):
+    """The MAEConfig that `model.name` + `model.overrides` resolve to; a bad name or override
+    is a ConfigError naming the key as written in the pretraining config."""
+    from specaware.model.variants import list_models, resolve_model_config
+    if cfg.model.name not in list_models():
+        raise ConfigError(f"config key 'model.name': unknown model {cfg.model.name!r}; "
+                          f"registered: {', '.join(list_models())}")
+    return resolve_model_config(cfg.model.name, cfg.model.overrides, prefix="model.overrides.")
 
 
 def view_config(views: ViewConfig | dict | None) -> ViewConfig | None:

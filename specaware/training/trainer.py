@@ -61,8 +61,9 @@ def segment_seed(seed: int, start_step: int) -> int:
 
 
 def build_model(cfg: PretrainConfig):
-    import specaware
-    return specaware.create_model(cfg.model.name, **cfg.model.overrides)
+    from specaware.model.mae import MaskedAutoencoder
+    from specaware.training.config import model_config
+    return MaskedAutoencoder(model_config(cfg))
 
 
 def make_data(cfg: PretrainConfig, env, start_step: int):

@@ -52,6 +52,9 @@ def test_wrong_type_or_value_fails_naming_the_key(override, key):
     ("deepspeed.zero_stage=4", "deepspeed.zero_stage"),
     ("optim.min_lr=1.0", "optim.min_lr"),
     ("model.mask_ratio=1.0", "model.mask_ratio"),
+    ("model.name=specaware_huge", "model.name"),
+    ("model.overrides.loss.target_norm=bands", "model.overrides.loss.target_norm"),
+    ("model.overrides.decoder.depthh=2", "model.overrides.decoder.depthh"),
 ])
 def test_out_of_range_values_and_unknown_view_keys_fail_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
