@@ -34,6 +34,7 @@ from specaware.cli import main as cli  # noqa: E402
 from specaware.data.codec import decode_sample  # noqa: E402
 from specaware.data.shard_reader import SkipStats, read_shard, resolve_source  # noqa: E402
 from specaware.model.conditioning import band_scale, band_statistics, pooled_statistics  # noqa: E402
+from specaware.model.masking import num_visible, patchify  # noqa: E402
 
 PATCH, MASK_RATIO, EPS = 8, 0.75, 1e-3
 
@@ -59,15 +60,8 @@ def tiles(shards: Path):
                 yield decode_sample(np.asarray(member["npy"]), member["json"], member["__key__"])
 
 
-def patchify(x: np.ndarray) -> torch.Tensor:
-    """[c, H, W] -> [1, c, n, p] (row-major patches)."""
-    c, h, w = x.shape
-    t = torch.from_numpy(np.ascontiguousarray(x)).reshape(c, h // PATCH, PATCH, w // PATCH, PATCH)
-    return t.permute(0, 1, 3, 2, 4).reshape(1, c, -1, PATCH * PATCH)
-
-
 def scores(sample: dict, norm: str, rng: np.random.Generator) -> dict[str, float] | None:
-    x, valid = patchify(sample["image"]), patchify(sample["valid"])
+    x, valid = (patchify(torch.from_numpy(sample[k])[None], PATCH) for k in ("image", "valid"))
     band_mask = valid.any(-1).any(-1)
     stats = band_statistics(x.float(), valid, band_mask)
     if norm == "sample":
@@ -78,7 +72,8 @@ def scores(sample: dict, norm: str, rng: np.random.Generator) -> dict[str, float
     n = z.shape[1]
     grid_w = sample["image"].shape[2] // PATCH
     order = rng.permutation(n)
-    keep, hidden = order[: round(n * (1 - MASK_RATIO))], order[round(n * (1 - MASK_RATIO)):]
+    n_keep = num_visible(n, MASK_RATIO)
+    keep, hidden = order[:n_keep], order[n_keep:]
     weight = vf[:, hidden]
     if weight.sum() == 0:
         return None
