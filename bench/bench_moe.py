@@ -7,7 +7,10 @@ Prints:
    FLOPs measured on the router part of the layer (logits, dispatch, combine);
 3. forward+backward time of each layer over interleaved repetitions (min and median), and the
    ratio SoftMoE / dense (min) against the target (<= 1.25 at n=196, d=384, 8 experts); the
-   full run adds the ratio at other batch sizes (rows per expert = b*s).
+   full run adds the ratio at other batch sizes (rows per expert = b*s);
+4. where Soft MoE's time goes (expert bank alone, router alone), and the same ratio where
+   specaware uses Soft MoE: specaware_small's encoder MLP on the visible
+   patches of pretraining (64 tokens = 64 slots) and on all 256 patches of fine-tuning.
 glibc malloc is tuned first (specaware.model.runtime.tune_cpu_malloc, which every specaware
 training entry point applies), for all layers alike; --system-malloc leaves the defaults, where
 Soft MoE pays more for its e-times larger weight gradients being paged in fresh every step.
@@ -27,7 +30,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from moe import DenseMLP, SoftMoE, TopKMoE
+from specaware.model.masking import num_visible
 from specaware.model.runtime import tune_cpu_malloc
+from specaware.model.variants import model_config
 
 TARGET = 1.25
 
@@ -51,14 +56,18 @@ def parse_args(argv=None):
 def build_layers(a) -> dict[str, torch.nn.Module]:
     """The compared layers; see `explain` for how their compute is matched."""
     m = a.experts * a.slots
-    # floor to a multiple of 64: GEMM-friendly, and never more MACs than Soft MoE's experts, so
-    # the rounding can only favour dense; the exact width is timed too ("dense_x")
-    dense_hidden = max(64, 64 * math.floor(a.hidden * m / a.tokens / 64))
+    # the exact width h*m/n rounded to the nearest multiple of 32 (1567.3 -> 1568 at the default
+    # shape: MACs within 0.04 %): odd widths run far below MKL's usual GEMM speed, so the exact
+    # width ("dense_x") would flatter Soft MoE; the floor to a multiple of 64 ("dense_64", 1536)
+    # gives dense 2 % fewer MACs than Soft MoE's experts and is timed alongside
+    exact = a.hidden * m / a.tokens
+    dense_hidden = max(32, 32 * round(exact / 32))
     top1_cf = m / a.tokens   # capacity e*C = m rows per sequence: the slot count of Soft MoE
     torch.manual_seed(0)
     return {
         "dense": DenseMLP(a.dim, dense_hidden),
-        "dense_x": DenseMLP(a.dim, round(a.hidden * m / a.tokens)),
+        "dense_x": DenseMLP(a.dim, round(exact)),
+        "dense_64": DenseMLP(a.dim, max(64, 64 * math.floor(exact / 64))),
         "soft": SoftMoE(a.dim, a.experts, a.slots, a.hidden),
         "top1": TopKMoE(a.dim, a.experts, a.hidden, k=1, capacity_factor=top1_cf),
         "top2": TopKMoE(a.dim, a.experts, a.hidden // 2, k=2, capacity_factor=top1_cf),
@@ -73,11 +82,13 @@ def explain(a, layers) -> None:
           f"{a.experts}*{a.slots} = {m} slots through one expert MLP each (hidden {a.hidden}), "
           f"i.e. {m}/{a.tokens} = {m / a.tokens:.3f} expert MLPs per token;")
     exact = a.hidden * m / a.tokens
-    print(f"  dense MLP hidden = {a.hidden} * {m}/{a.tokens} = {exact:.1f}, floored to a multiple of "
-          f"64 -> {layers['dense'].hidden_dim} (the reference; Soft MoE expert MACs / dense MACs = "
-          f"{m * a.hidden / (a.tokens * layers['dense'].hidden_dim):.3f}); dense_x keeps the odd "
-          f"width {layers['dense_x'].hidden_dim} (MAC ratio "
-          f"{m * a.hidden / (a.tokens * layers['dense_x'].hidden_dim):.3f}), timed alongside;")
+    mac_ratio = lambda name: m * a.hidden / (a.tokens * layers[name].hidden_dim)  # noqa: E731
+    print(f"  dense MLP hidden = {a.hidden} * {m}/{a.tokens} = {exact:.1f}, rounded to a multiple "
+          f"of 32 -> {layers['dense'].hidden_dim} (the reference; Soft MoE expert MACs / dense MACs "
+          f"= {mac_ratio('dense'):.4f}); timed alongside: dense_x at the exact width "
+          f"{layers['dense_x'].hidden_dim} (MAC ratio {mac_ratio('dense_x'):.4f}) and dense_64 "
+          f"floored to a multiple of 64, {layers['dense_64'].hidden_dim} "
+          f"(MAC ratio {mac_ratio('dense_64'):.4f});")
     print(f"  top1: k=1, hidden {a.hidden}, capacity e*C = {a.experts}*{layers['top1'].capacity(a.tokens)} "
           f"rows; top2: k=2, hidden {a.hidden // 2}, capacity {a.experts}*"
           f"{layers['top2'].capacity(a.tokens)} rows (same expert FLOPs, tokens dropped over capacity)")
@@ -112,10 +123,12 @@ def flop_table(a, layers, x) -> dict[str, int]:
 
 def time_layers(layers, x, reps: int, faults: dict | None = None) -> dict[str, list[float]]:
     """Forward+backward seconds of every repetition per layer, interleaved across layers so a
-    burst of load on a shared machine hits all layers alike. `faults`, if given, receives the
-    minor page faults of each layer's timed steps (fresh memory the kernel had to zero)."""
+    burst of load on a shared machine hits all layers alike. `x` is one input for all layers or
+    a dict of inputs by layer name. `faults`, if given, receives the minor page faults of each
+    layer's timed steps (fresh memory the kernel had to zero)."""
     times: dict[str, list[float]] = {name: [] for name in layers}
-    inputs = {name: x.clone().requires_grad_(True) for name in layers}
+    x = x if isinstance(x, dict) else dict.fromkeys(layers, x)
+    inputs = {name: x[name].clone().requires_grad_(True) for name in layers}
     for rep in range(reps + 2):                                        # 2 warm-up rounds
         for name, layer in layers.items():
             layer.zero_grad(set_to_none=True)
@@ -143,6 +156,37 @@ def report_faults(layers, faults: dict, reps: int) -> None:
                                               f"(grads {grads[name]:.0f} MB)" for name in layers))
 
 
+class _ExpertsOnly(torch.nn.Module):
+    """Soft MoE's expert bank on its own (slots [b, m, d] in), for the time breakdown."""
+
+    def __init__(self, soft: SoftMoE):
+        super().__init__()
+        self.soft = soft
+
+    def forward(self, slots, mask=None):
+        return self.soft.run_experts(slots), None
+
+
+def breakdown(a, layers, reps: int) -> None:
+    """Where Soft MoE's time goes: its expert bank alone (on b x m slots) and its router alone,
+    each against the reference dense MLP, timed interleaved like the main table."""
+    soft = layers["soft"]
+    x = torch.randn(a.batch, a.tokens, a.dim)
+    slots = torch.randn(a.batch, a.experts * a.slots, a.dim)
+    router_only = SoftMoE(a.dim, a.experts, a.slots, a.hidden, expert=lambda *_: torch.nn.Identity())
+    router_only.router.load_state_dict(soft.router.state_dict())      # identity experts
+    parts = {"dense": layers["dense"], "experts": _ExpertsOnly(soft), "router": router_only}
+    times = time_layers(parts, {"dense": x, "experts": slots, "router": x}, reps)
+    best = {name: min(t) for name, t in times.items()}
+    flops = soft.flops(a.tokens)
+    dense_macs = layers["dense"].flops(a.tokens)["experts"]
+    print(f"Soft MoE time breakdown vs dense {best['dense'] * 1e3:.1f} ms: experts alone "
+          f"{best['experts'] * 1e3:.1f} ms ({best['experts'] / best['dense']:.3f}; MACs "
+          f"{flops['experts'] / dense_macs:.3f}), router+dispatch+combine alone "
+          f"{best['router'] * 1e3:.1f} ms ({best['router'] / best['dense']:.3f}; MACs "
+          f"{flops['router'] / dense_macs:.3f})")
+
+
 def batch_sweep(a, layers) -> None:
     """soft/dense ratio against sequences per step: few rows per expert make the expert GEMMs
     weight-bandwidth bound (e weight matrices read for b*s rows each)."""
@@ -152,6 +196,30 @@ def batch_sweep(a, layers) -> None:
         t = time_layers(pair, torch.randn(b, a.tokens, a.dim), max(4, 32 // b))
         cells.append(f"b={b}: {min(t['soft']) / min(t['dense']):.3f}")
     print(f"soft/dense by batch (rows per expert = b*s): {'; '.join(cells)}; b={a.batch}: see above")
+
+
+def model_regimes(a, reps: int) -> None:
+    """What swapping a dense MLP for Soft MoE costs where specaware uses it: specaware_small's
+    encoder (width, MLP ratio, experts x slots from its registered config) on a 128 px tile,
+    which gives the encoder its visible patches in pretraining and all patches in fine-tuning.
+    The dense MLP is the block's own (hidden = mlp_ratio * d); each regime gets as many
+    sequences as keep the step at about b*n tokens of the main comparison."""
+    cfg = model_config("specaware_small")
+    d, h = cfg.embed_dim, int(cfg.embed_dim * cfg.mlp_ratio)
+    e, s = cfg.moe.num_experts, cfg.moe.slots_per_expert
+    patches = (128 // cfg.patch_size) ** 2
+    cells = []
+    for regime, n in (("pretraining", num_visible(patches, cfg.mask_ratio)), ("fine-tuning", patches)):
+        b = max(1, round(a.batch * a.tokens / n))
+        torch.manual_seed(0)
+        pair = {"dense": DenseMLP(d, h), "soft": SoftMoE(d, e, s, h)}
+        t = time_layers(pair, torch.randn(b, n, d), reps)
+        macs = pair["soft"].flops(n)
+        mac_ratio = (macs["router"] + macs["experts"]) / pair["dense"].flops(n)["experts"]
+        cells.append(f"{regime} n={n} tokens, b={b}: MACs {mac_ratio:.3f}, time "
+                     f"{min(t['soft']) / min(t['dense']):.3f}")
+    print(f"specaware_small encoder MLP (d={d}, hidden {h}) -> Soft MoE {e} experts x {s} slots, "
+          f"soft/dense: " + "; ".join(cells))
 
 
 def main(argv=None) -> int:
@@ -176,11 +244,14 @@ def main(argv=None) -> int:
               f"   ratio vs dense: min {best[name] / best['dense']:.3f}  "
               f"median {median[name] / median['dense']:.3f}")
     ratio = best["soft"] / best["dense"]
-    print(f"ratio soft/dense = {ratio:.3f}; soft/dense_x = {best['soft'] / best['dense_x']:.3f}; "
+    print(f"ratio soft/dense = {ratio:.3f}; soft/dense_64 = {best['soft'] / best['dense_64']:.3f}; "
+          f"soft/dense_x = {best['soft'] / best['dense_x']:.3f}; "
           f"soft/top1 = {best['soft'] / best['top1']:.3f}; soft/top2 = {best['soft'] / best['top2']:.3f}")
     print(f"target: soft/dense fwd+bwd <= {TARGET} at b={a.batch} -> "
           f"{'MET' if ratio <= TARGET else 'NOT MET'} ({ratio:.3f})")
     report_faults(layers, faults, reps)
+    breakdown(a, layers, reps)
+    model_regimes(a, reps)
     if not a.quick:
         batch_sweep(a, layers)
     return 0
