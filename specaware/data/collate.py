@@ -36,12 +36,15 @@ carries no padding at all when the data mixes sensors.
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 BUCKET_KEYS = ("none", "sensor", "bands", "sensor_bands")
 
@@ -98,6 +101,9 @@ class BatchMemory:
 
     def take(self, nbytes: int) -> tuple[torch.UntypedStorage, int | None]:
         """(storage of at least `nbytes`, flag index to hand to the consumer or None)."""
+        if _storage_use_count is None:  # no way to prove a storage dropped: keep none
+            self.allocated += 1
+            return _storage_bytes(nbytes, self.shared), None
         free = [i for i in range(len(self.slots)) if self._free(i)]
         fits = [i for i in free if self.slots[i].nbytes() >= nbytes]
         if fits:
@@ -117,9 +123,20 @@ class BatchMemory:
         return self.slots[index], self.first + index
 
 
+# torch's count of the references to a storage (tensors and views included). It is private API:
+# a torch without it gets no recycling (every storage counts as held, so every batch allocates
+# fresh memory, as with no pool), never a storage overwritten under a live view.
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+if _storage_use_count is None:  # pragma: no cover - depends on the installed torch
+    log.warning("torch %s has no torch._C._storage_Use_Count: batch memory is not recycled "
+                "(batches stay correct; each one allocates fresh memory)", torch.__version__)
+
+
 def _only_pool_holds(storage: torch.UntypedStorage) -> bool:
     # one reference: the pool's (or the tracker's) own; no tensor or view uses it
-    return torch._C._storage_Use_Count(storage._cdata) == 1
+    if _storage_use_count is None:
+        return False
+    return _storage_use_count(storage._cdata) == 1
 
 
 class ReleaseTracker:

@@ -108,6 +108,22 @@ def test_pooled_storage_is_reused_only_once_every_view_is_gone():
     assert not third["valid"][1, 3:].any() and not third["band_mask"][1, 3:].any()
 
 
+def test_without_torch_storage_use_count_the_pool_never_reuses(monkeypatch):
+    """A torch without the private reference count: storages are never recycled (each batch
+    gets fresh memory), and the batches are still right."""
+    monkeypatch.setattr("specaware.data.collate._storage_use_count", None)
+    memory = BatchMemory(count=4)
+    first = _pooled(memory, "a")
+    storage = first["image"].untyped_storage()
+    del first
+    second = _pooled(memory, "d")
+    assert second["image"].untyped_storage() is not storage
+    assert (memory.reused, memory.allocated, len(memory.slots)) == (0, 2, 0)  # holds nothing
+    plain = collate([_sample(4, "d"), _sample(3, "db")])
+    for key in ("image", "valid", "band_mask"):
+        torch.testing.assert_close(second[key], plain[key], rtol=0, atol=0)
+
+
 def test_full_pool_allocates_one_off_storages_and_never_blocks():
     memory = BatchMemory(count=2)
     held = [_pooled(memory, f"k{i}") for i in range(4)]
