@@ -11,9 +11,11 @@ One "step" everywhere below is one optimizer step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from specaware.config import ConfigError, build, merge, to_dict
+from specaware.data.shard_reader import resolve_source
 from specaware.data.views import ViewConfig
 
 __all__ = ["PretrainConfig", "load_config", "validate", "ConfigError"]
@@ -42,7 +44,7 @@ class CurationSection:
 
 @dataclass
 class DataSection:
-    shards: str = ""                       # shard dir with manifest.json, tar list or brace pattern
+    shards: str = ""                       # shard dir with manifest.json, a .tar or a brace pattern
     batch_size: int = 8                    # tiles per process per micro-step
     num_workers: int = 2
     shuffle_buffer: int = 256
@@ -170,13 +172,25 @@ def load_config(files=(), overrides=()) -> PretrainConfig:
     return validate(build(PretrainConfig, files=list(files), overrides=list(overrides)))
 
 
+_SHARDS_HELP = ("pass data.shards=DIR (a folder with manifest.json written by `specaware shard`, "
+                "or `specaware synth` for a small synthetic set) or a brace pattern such as "
+                "shards/train-{000000..000009}.tar")
+
+
 def require_shards(cfg: PretrainConfig) -> None:
-    """Training needs data; say how to get some instead of failing deep inside the loader."""
+    """Training needs data: the shards named by `data.shards` must exist. Checked before the
+    model and DeepSpeed start, so a typo costs a one-line error, not a traceback per rank."""
     if not cfg.data.shards:
+        raise ConfigError(f"config key 'data.shards' is empty: {_SHARDS_HELP}")
+    try:
+        urls, _ = resolve_source(cfg.data.shards)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"config key 'data.shards' = {cfg.data.shards!r}: {e}") from None
+    missing = [u for u in urls if not Path(u).is_file()]
+    if missing:
         raise ConfigError(
-            "config key 'data.shards' is empty: pass data.shards=DIR (a folder with "
-            "manifest.json written by `specaware shard`, or `specaware synth` for a small "
-            "synthetic set)")
+            f"config key 'data.shards' = {cfg.data.shards!r}: {len(missing)} of {len(urls)} "
+            f"shard(s) not found, e.g. {missing[:3]}; {_SHARDS_HELP}")
 
 
 def resolved(cfg: PretrainConfig) -> dict:

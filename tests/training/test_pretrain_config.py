@@ -12,6 +12,7 @@ from specaware.training import cli
 from specaware.training.config import load_config
 from specaware.training.ds_config import make_ds_config
 from specaware.training.trainer import PRESET_DIR
+from tests.fixtures import write_tiny_shards
 from tests.training.launching import DEBUG_YAML, REPO
 
 
@@ -116,3 +117,24 @@ def test_deepspeed_launcher_local_rank_argument_is_accepted():
     cli.add_arguments(parser)
     args = parser.parse_args(["--local_rank=1", DEBUG_YAML, "train.steps=2"])
     assert args.local_rank == 1 and cli.split_items(args.items) == ([DEBUG_YAML], ["train.steps=2"])
+
+
+def test_missing_shards_fail_before_any_set_up_naming_the_key(capsys, tmp_path):
+    """A wrong data.shards is one line naming the key, the missing files and the fix, before
+    DeepSpeed or the model start (no traceback on every rank)."""
+    pattern = str(tmp_path / "train-{000..002}.tar")
+    rc, _, err = run_cli(capsys, DEBUG_YAML, f"data.shards={pattern}")
+    assert rc == 2 and "Traceback" not in err
+    assert "config key 'data.shards'" in err and "3 of 3 shard(s) not found" in err
+    assert "train-000.tar" in err and "specaware shard" in err
+
+    rc, _, err = run_cli(capsys, DEBUG_YAML, f"data.shards={tmp_path}")   # no manifest.json
+    assert rc == 2 and "config key 'data.shards'" in err and "manifest.json not found" in err
+
+
+def test_a_shard_missing_from_its_manifest_is_named(capsys, tmp_path):
+    manifest = write_tiny_shards(tmp_path, num_shards=2, per_shard=1)
+    lost = tmp_path / manifest["shards"][1]["name"]
+    lost.unlink()
+    rc, _, err = run_cli(capsys, DEBUG_YAML, f"data.shards={tmp_path}")
+    assert rc == 2 and "1 of 2 shard(s) not found" in err and lost.name in err
