@@ -199,6 +199,23 @@ def resolve_source(source) -> tuple[list[str], dict[str, int]]:
     return urls, counts
 
 
+def require_shard_files(key: str, source, how: str = "") -> list[str]:
+    """The shard paths of config value `source` (see `resolve_source`), or a ConfigError naming
+    the config `key`, the missing files and `how` to make shards; for checking a run's data
+    before anything expensive starts."""
+    from specaware.config import ConfigError
+
+    try:
+        urls, _ = resolve_source(source)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"config key {key!r} = {source!r}: {e}") from None
+    missing = [u for u in urls if not Path(u).is_file()]
+    if missing:
+        raise ConfigError(f"config key {key!r} = {source!r}: {len(missing)} of {len(urls)} "
+                          f"shard(s) not found, e.g. {missing[:3]}" + (f"; {how}" if how else ""))
+    return urls
+
+
 def _members(path: str) -> Iterator[tuple[str, str, int, int, mmap.mmap]]:
     """(key, extension, offset, size, buffer) of each regular member, in tar order."""
     with open(path, "rb") as handle:

@@ -3,6 +3,7 @@
     specaware finetune --task classification --config configs/finetune/indian_pines.yaml \\
         model.checkpoint=run/export.safetensors protocol.seeds=[0,1,2]
     specaware finetune --task change --config configs/finetune/bay_area.yaml --init both
+    specaware finetune configs/finetune/bay_area.yaml --init both      # same: files may be positional
 
 `--init both` trains the same task from the pretrained and from a random encoder and prints
 the table (task, metric, pretrained, random) with mean ± std over the seeds.
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from specaware.config import ConfigError, build
 from specaware.finetune.config import FinetuneConfig
+from specaware.training.cli import split_items
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(overrides `model.checkpoint`)")
     parser.add_argument("--out", help="output folder (overrides `out`)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides, e.g. optim.epochs=20 protocol.per_class=10")
+    parser.add_argument("overrides", nargs="*", metavar="CONFIG.yaml|KEY=VALUE",
+                        help="config files (after any --config), then overrides, e.g. "
+                             "optim.epochs=20 protocol.per_class=10; as in `specaware pretrain`")
 
 
 def _flag_overrides(args) -> list[str]:
@@ -39,14 +43,23 @@ def _flag_overrides(args) -> list[str]:
 
 
 def main(args) -> int:
+    from specaware.finetune.api import CheckpointError
     from specaware.finetune.runner import result_table, run
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    files, overrides = split_items(list(args.overrides))
     try:
-        cfg = build(FinetuneConfig, args.config, list(args.overrides) + _flag_overrides(args))
+        cfg = build(FinetuneConfig, list(args.config) + files, overrides + _flag_overrides(args))
     except ConfigError as e:
-        print(f"config error: {e}")
+        print(f"config error: {e}", file=sys.stderr)
         return 2
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except CheckpointError as e:
+        print(f"checkpoint error: {e}", file=sys.stderr)
+        return 2
     print(result_table(cfg.task, summary))
     print(f"outputs: {cfg.out}")
     return 0

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from specaware.config import to_dict
+from specaware.config import ConfigError, to_dict
+from specaware.data.shard_reader import require_shard_files
 from specaware.finetune import api
 from specaware.finetune.checkpoint import build_head, model_meta, save_finetuned
 from specaware.finetune.config import FinetuneConfig
@@ -66,21 +67,61 @@ def _split_sizes(cfg: FinetuneConfig) -> tuple[float, float]:
     return (p.val_fraction if p.val_fraction is not None else 0.2), p.test_fraction
 
 
+# the keys each data.kind cannot do without, and which config keys name files or folders
+_REQUIRED = {"mat": ("image",), "geotiff": ("images", "masks"), "tiles": ("root",),
+             "shards": ("train_shards", "val_shards")}
+_PATHS = ("image", "image2", "gt", "test_gt", "wavelength", "wavelength2", "images", "images2",
+          "masks", "root")
+
+
+def check_inputs(cfg: FinetuneConfig) -> None:
+    """Everything the run will read exists and every key its data.kind needs is set: checked
+    before any model is built, with errors naming the config key, the path and the fix."""
+    d, m = cfg.data, cfg.model
+    missing = [f"data.{k}" for k in _REQUIRED[d.kind] if not getattr(d, k)]
+    if d.kind == "geotiff" and cfg.task == "change" and not d.images2:
+        missing.append("data.images2")
+    if d.kind == "shards" and not d.num_classes:
+        missing.append("data.num_classes")
+    if missing:
+        raise ConfigError(f"data.kind={d.kind} (task {cfg.task}) needs config key(s) "
+                          f"{', '.join(missing)}: set them on the command line, e.g. "
+                          f"{missing[0]}=..., or see configs/finetune/ for examples")
+    for key in _PATHS:
+        value = getattr(d, key)
+        for path in (value if isinstance(value, list) else [value] if value else []):
+            if not Path(path).exists():
+                raise ConfigError(f"config key 'data.{key}': {path} not found")
+    for key in ("train_shards", "val_shards", "test_shards"):
+        if getattr(d, key):
+            require_shard_files(f"data.{key}", getattr(d, key),
+                                "write labelled shards with `specaware shard`")
+    if m.init in ("pretrained", "both") and not m.checkpoint:
+        raise ConfigError(f"model.init={m.init} needs config key 'model.checkpoint' (an export "
+                          "OUT.safetensors + OUT.json from `specaware export`, or a DeepSpeed "
+                          "checkpoint folder); model.init=random trains without one")
+    if m.checkpoint and not (Path(m.checkpoint).exists()
+                             or Path(m.checkpoint).with_suffix(".safetensors").is_file()):
+        raise ConfigError(f"config key 'model.checkpoint': {m.checkpoint} not found (an export "
+                          "OUT.safetensors + OUT.json, or a DeepSpeed checkpoint folder)")
+    check_split(cfg)
+
+
 def check_split(cfg: FinetuneConfig) -> None:
     """protocol.split=fixed reads a .mat classification benchmark's training map (data.gt) and
     test map (data.test_gt); a test map under a random split would be silently unused."""
     p, d = cfg.protocol, cfg.data
     if p.split == "random":
         if d.test_gt:
-            raise ValueError(f"data.test_gt={d.test_gt} is read only by protocol.split=fixed: add "
+            raise ConfigError(f"data.test_gt={d.test_gt} is read only by protocol.split=fixed: add "
                              "protocol.split=fixed, or drop data.test_gt for a random split")
         return
     if d.kind != "mat" or cfg.task == "change":
-        raise ValueError("protocol.split=fixed reads the training and test maps of a .mat "
+        raise ConfigError("protocol.split=fixed reads the training and test maps of a .mat "
                          "classification benchmark (data.kind=mat, task classification or "
                          f"segmentation), not data.kind={d.kind} with task={cfg.task}")
     if not d.test_gt:
-        raise ValueError("protocol.split=fixed needs data.test_gt=PATH, the benchmark's test map "
+        raise ConfigError("protocol.split=fixed needs data.test_gt=PATH, the benchmark's test map "
                          "(data.gt is its training map; the same file twice when it holds both)")
 
 
@@ -282,7 +323,7 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int) -> dict:
 
 def run(cfg: FinetuneConfig) -> dict[str, dict[str, tuple[float, float]]]:
     """All seeds for each init; returns {init: {metric: (mean, std)}} and writes results.json."""
-    check_split(cfg)
+    check_inputs(cfg)
     inits = ["pretrained", "random"] if cfg.model.init == "both" else [cfg.model.init]
     summary = {}
     for init in inits:

@@ -15,4 +15,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m specaware.training",
                                      description="pretrain the masked autoencoder with DeepSpeed")
     cli.add_arguments(parser)
-    sys.exit(cli.main(parser.parse_args()))
+    sys.exit(cli.main(parser.parse_intermixed_args()))

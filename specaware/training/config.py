@@ -11,11 +11,10 @@ One "step" everywhere below is one optimizer step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from specaware.config import ConfigError, build, merge, to_dict
-from specaware.data.shard_reader import resolve_source
+from specaware.data.shard_reader import require_shard_files
 from specaware.data.views import ViewConfig
 
 __all__ = ["PretrainConfig", "load_config", "validate", "ConfigError"]
@@ -182,15 +181,7 @@ def require_shards(cfg: PretrainConfig) -> None:
     model and DeepSpeed start, so a typo costs a one-line error, not a traceback per rank."""
     if not cfg.data.shards:
         raise ConfigError(f"config key 'data.shards' is empty: {_SHARDS_HELP}")
-    try:
-        urls, _ = resolve_source(cfg.data.shards)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"config key 'data.shards' = {cfg.data.shards!r}: {e}") from None
-    missing = [u for u in urls if not Path(u).is_file()]
-    if missing:
-        raise ConfigError(
-            f"config key 'data.shards' = {cfg.data.shards!r}: {len(missing)} of {len(urls)} "
-            f"shard(s) not found, e.g. {missing[:3]}; {_SHARDS_HELP}")
+    require_shard_files("data.shards", cfg.data.shards, _SHARDS_HELP)
 
 
 def resolved(cfg: PretrainConfig) -> dict:
