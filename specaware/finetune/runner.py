@@ -196,8 +196,6 @@ def _prepare_geotiff(cfg: FinetuneConfig, seed: int) -> Prepared:
     from specaware.finetune.datasets.geotiff import GeoTiffTiles, read_labelled_scene
     d = cfg.data
     zero = _zero_is_unlabelled(cfg)
-    if not d.images or not d.masks:
-        raise ValueError("data.kind=geotiff needs data.images=[...] and data.masks=[...]")
     if cfg.task == "classification":
         scene = read_labelled_scene(d.images[0], d.masks[0], d.sensor, d.wavelength, d.normalize,
                                     zero, d.ignore_value, d.num_classes)
@@ -243,9 +241,6 @@ def _prepare_tiles(cfg: FinetuneConfig, seed: int) -> Prepared:
 def _prepare_shards(cfg: FinetuneConfig, seed: int) -> Prepared:
     from specaware.finetune.datasets.tiles import LabelledShards
     d = cfg.data
-    if not (d.train_shards and d.val_shards and d.num_classes):
-        raise ValueError("data.kind=shards needs data.train_shards, data.val_shards and "
-                         "data.num_classes")
     make = lambda src, mode: LabelledShards(src, cfg.optim.batch_size, mode, seed,  # noqa: E731
                                             cfg.optim.num_workers)
     test = make(d.test_shards, "eval") if d.test_shards else make(d.val_shards, "eval")
@@ -290,7 +285,8 @@ def _device(cfg: FinetuneConfig) -> torch.device:
 
 
 def run_once(cfg: FinetuneConfig, init: str, seed: int) -> dict:
-    """Train and test one (init, seed); returns the test metrics."""
+    """Train and test one (init, seed); returns the test metrics. Inputs as checked by
+    `check_inputs` (which `run` calls first)."""
     from specaware.finetune.plots import save_confusion_png
     out = Path(cfg.out) / init / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
