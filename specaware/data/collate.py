@@ -124,8 +124,8 @@ class BatchMemory:
 
 
 # torch's count of the references to a storage (tensors and views included). It is private API:
-# a torch without it gets no recycling (every storage counts as held, so every batch allocates
-# fresh memory, as with no pool), never a storage overwritten under a live view.
+# a torch without it gets no recycling (`BatchMemory.take` then pools nothing and every batch
+# allocates fresh memory), never a storage overwritten under a live view.
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
 if _storage_use_count is None:  # pragma: no cover - depends on the installed torch
     log.warning("torch %s has no torch._C._storage_Use_Count: batch memory is not recycled "
@@ -133,9 +133,8 @@ if _storage_use_count is None:  # pragma: no cover - depends on the installed to
 
 
 def _only_pool_holds(storage: torch.UntypedStorage) -> bool:
-    # one reference: the pool's (or the tracker's) own; no tensor or view uses it
-    if _storage_use_count is None:
-        return False
+    # one reference: the pool's (or the tracker's) own; no tensor or view uses it. Only reached
+    # for pooled storages, which exist only when the count is available (see BatchMemory.take)
     return _storage_use_count(storage._cdata) == 1
 
 

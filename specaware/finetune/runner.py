@@ -114,15 +114,15 @@ def check_split(cfg: FinetuneConfig) -> None:
     if p.split == "random":
         if d.test_gt:
             raise ConfigError(f"data.test_gt={d.test_gt} is read only by protocol.split=fixed: add "
-                             "protocol.split=fixed, or drop data.test_gt for a random split")
+                              "protocol.split=fixed, or drop data.test_gt for a random split")
         return
     if d.kind != "mat" or cfg.task == "change":
         raise ConfigError("protocol.split=fixed reads the training and test maps of a .mat "
-                         "classification benchmark (data.kind=mat, task classification or "
-                         f"segmentation), not data.kind={d.kind} with task={cfg.task}")
+                          "classification benchmark (data.kind=mat, task classification or "
+                          f"segmentation), not data.kind={d.kind} with task={cfg.task}")
     if not d.test_gt:
         raise ConfigError("protocol.split=fixed needs data.test_gt=PATH, the benchmark's test map "
-                         "(data.gt is its training map; the same file twice when it holds both)")
+                          "(data.gt is its training map; the same file twice when it holds both)")
 
 
 def _split(cfg: FinetuneConfig, seed: int, scene):
