@@ -1,8 +1,8 @@
 """`specaware bench`: run the benchmark scripts in `bench/` one after another.
 
 Each script measures its subject side by side with a baseline in one run and prints the ratio,
-so the numbers are comparable on whatever machine runs them. The scripts live in the repository
-(not the installed package): run this from a clone.
+so the numbers are comparable on whatever machine runs them. The scripts ship inside the package
+(`specaware/bench/`; `bench/` in a clone links there), so this runs from any folder.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+from specaware.resources import BENCH_DIR
 
 
 def available() -> list[str]:
@@ -41,15 +41,11 @@ def machine_line() -> str:
 def main(args) -> int:
     names = args.names or available()
     unknown = sorted(set(names) - set(available()))
-    if not BENCH_DIR.is_dir():
-        print(f"error: no bench/ folder next to the package ({BENCH_DIR}); run from a clone",
-              file=sys.stderr)
-        return 2
     if unknown:
         print(f"error: unknown benchmark(s) {unknown}; available: {available()}", file=sys.stderr)
         return 2
     print(machine_line(), flush=True)
-    env = dict(os.environ, PYTHONPATH=str(BENCH_DIR.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(BENCH_DIR.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     failed = []
     for name in names:
         cmd = [sys.executable, str(BENCH_DIR / f"bench_{name}.py")] + (["--quick"] if args.quick else [])

@@ -170,9 +170,12 @@ def parse_override(text: str) -> dict:
 
 
 def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
+    from specaware.resources import resolve_config_file
+    path = resolve_config_file(path)   # shipped examples resolve from any folder
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        from specaware.resources import CONFIG_DIR
+        raise ConfigError(f"config file not found: {path} (shipped examples, usable by their "
+                          f"relative name such as pretrain/debug.yaml: {CONFIG_DIR})")
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
+from specaware.resources import config_path
+
+CONFIG_DIR = config_path("demo")
 
 
 @dataclass(frozen=True)

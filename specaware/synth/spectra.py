@@ -69,7 +69,7 @@ def package_dir(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             f"package {name!r} is needed for `specaware synth` (it ships the measured spectra); "
-            f"install it with `pip install {name}`")
+            f"install the demo extra: pip install 'specaware[demo]'")
     return Path(list(spec.submodule_search_locations)[0])
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from specaware.config import ConfigError, save_yaml, to_dict
+from specaware.resources import config_path
 from specaware.training import checkpoint, distributed
 from specaware.training.config import PretrainConfig, require_shards, resolved, view_config
 from specaware.training.ds_config import make_ds_config
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["run", "NonFiniteLossError", "segment_seed", "PRESET_DIR"]
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "deepspeed"
+PRESET_DIR = config_path("deepspeed")
 
 
 class NonFiniteLossError(RuntimeError):

@@ -7,7 +7,7 @@ import pytest
 
 from specaware.data.codec import INT16_NODATA, SampleDecodeError, decode_sample, encode_sample
 from specaware.data.sample import SampleError, make_sample
-from tests.fixtures import sensor_bands, synthetic_cube
+from specaware.testing import sensor_bands, synthetic_cube
 
 
 def _sample(c_max=20, seed=0, invalid=0.1):

@@ -12,7 +12,7 @@ from specaware.data.curate import CurationError, balanced_shares, curate, curati
 from specaware.data.shard import shard_scenes
 from specaware.data.stream import make_loader
 from specaware.data.tiling import TilingOptions
-from tests.fixtures import sensor_bands, synthetic_cube, write_envi, write_tiny_shards
+from specaware.testing import sensor_bands, synthetic_cube, write_envi, write_tiny_shards
 
 # 16 tiles, 4 per shard: 12 bare, 3 water, 1 snow. Rare strata sit in shards 0 and 2 only, which
 # a per-worker shard partition would hand to one worker: the draw must still be balanced.

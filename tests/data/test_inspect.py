@@ -3,7 +3,7 @@ import json
 
 from specaware.cli import main as cli_main
 from specaware.data.inspect import summarise
-from tests.fixtures import corrupt_shard, write_tiny_shards
+from specaware.testing import corrupt_shard, write_tiny_shards
 
 
 def test_summary_counts_sensors_bands_strata_and_invalid_fraction(tmp_path):

@@ -6,7 +6,7 @@ import rasterio
 
 from specaware.data import raster
 from specaware.data.raster import RasterMetadataError, iter_tiles, open_scene, tile_origins
-from tests.fixtures import sensor_bands, synthetic_cube, write_envi, write_geotiff
+from specaware.testing import sensor_bands, synthetic_cube, write_envi, write_geotiff
 
 WL, FWHM, NAMES = sensor_bands("aviris-ng", 12)
 

@@ -11,7 +11,7 @@ from specaware.data.codec import decode_sample
 from specaware.data.shard import ShardSetExistsError, read_manifest, shard_scenes
 from specaware.data.tiling import TilingOptions
 from specaware.sensors import get_sensor
-from tests.fixtures import sensor_bands, synthetic_cube, write_envi, write_geotiff
+from specaware.testing import sensor_bands, synthetic_cube, write_envi, write_geotiff
 
 WL, FWHM, _ = sensor_bands("aviris-ng", 30)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from specaware.data.descriptors import climate_zone, histogram_entropy, tile_descriptors
-from tests.fixtures import _endmembers, sensor_bands
+from specaware.testing import _endmembers, sensor_bands
 
 
 def _flat_tile(spectrum, size=8):

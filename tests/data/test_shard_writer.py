@@ -13,7 +13,7 @@ from specaware.data.shard import (
     make_key,
     read_manifest,
 )
-from tests.fixtures import corrupt_shard, write_tiny_shards
+from specaware.testing import corrupt_shard, write_tiny_shards
 
 
 def test_tiny_shards_have_expected_layout_and_manifest(tmp_path):

@@ -13,7 +13,7 @@ from specaware.data.codec import decode_sample, encode_sample
 from specaware.data.sample import make_sample
 from specaware.data.stream import LazyCube, SkipRateError, make_loader, read_shard, SkipStats
 from specaware.data.views import ViewConfig
-from tests.fixtures import corrupt_shard, write_tiny_shards
+from specaware.testing import corrupt_shard, write_tiny_shards
 
 
 def _keys(loader):

@@ -1,7 +1,5 @@
 """Data adapters and protocols: the benchmark split rules, GeoTIFF band tables, class-folder
-tiles and labelled webdataset shards (the shared `tests/fixtures.py` writer)."""
-import importlib.util
-from pathlib import Path
+tiles and labelled webdataset shards (the `specaware.testing` writer)."""
 
 import numpy as np
 import pytest
@@ -15,11 +13,8 @@ from specaware.finetune.datasets.tiles import LabelledShards, TileFolder, strati
 
 
 def _shared_fixtures():
-    path = Path(__file__).parents[1] / "fixtures.py"
-    spec = importlib.util.spec_from_file_location("shared_fixtures", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import specaware.testing
+    return specaware.testing
 
 
 def _labels():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import write_tiny_shards
+from specaware.testing import write_tiny_shards
 from tests.training.launching import DEBUG_YAML, FAST
 
 

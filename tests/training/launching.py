@@ -1,7 +1,7 @@
 """Launching real pretraining runs from the tests, and reading back what they wrote.
 
 Every distributed run is a subprocess (torchrun, the deepspeed launcher, or the plain CLI) of the
-real `specaware_debug` model on shards written by `tests.fixtures.write_tiny_shards`, with one
+real `specaware_debug` model on shards written by `specaware.testing.write_tiny_shards`, with one
 CPU thread per process. Runs are expensive (start-up dominates), so test modules share them
 through module-scoped fixtures (see conftest.py) and assert several behaviours on each.
 """

@@ -10,7 +10,7 @@ from specaware.config import ConfigError
 from specaware.training.config import load_config
 from specaware.training.distributed import DistEnv
 from specaware.training.trainer import make_data
-from tests.fixtures import write_tiny_shards
+from specaware.testing import write_tiny_shards
 from tests.training.launching import DEBUG_YAML
 
 ENV = DistEnv(rank=0, world_size=1, local_rank=0, master_addr="127.0.0.1", master_port=0,

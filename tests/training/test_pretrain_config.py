@@ -12,7 +12,7 @@ from specaware.training import cli
 from specaware.training.config import load_config
 from specaware.training.ds_config import make_ds_config
 from specaware.training.trainer import PRESET_DIR
-from tests.fixtures import write_tiny_shards
+from specaware.testing import write_tiny_shards
 from tests.training.launching import DEBUG_YAML, REPO
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the folder holding specaware/
 
 from specaware.cli import main as cli  # noqa: E402
 from specaware.data.codec import decode_sample  # noqa: E402

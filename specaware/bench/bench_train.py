@@ -33,10 +33,10 @@ import numpy as np
 from specaware.data.codec import encode_sample
 from specaware.data.sample import make_sample
 from specaware.data.shard import ShardWriter, make_key
+from specaware.resources import config_path
 from specaware.sensors import get_sensor
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs" / "pretrain"
+CONFIGS = config_path("pretrain")
 TILE = 128          # px; the configs with views crop 128
 
 # Per case: config file, the overrides that make it fit a CPU, steps (full, --quick) and the

@@ -1,4 +1,5 @@
-"""Small generated fixtures shared by the test suite (no downloaded data).
+"""Small generated raster and shard fixtures (no downloaded data): the test suite, the benchmarks
+and users writing their own tests build scenes and shards with these.
 
 Scenes:  synthetic_cube, write_geotiff (wavelengths as band tags / GDAL IMAGERY / ENVI domain,
          nm or micrometres), write_envi (raw cube + hand-written .hdr, as real ENVI files come).

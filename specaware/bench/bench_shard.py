@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the folder holding specaware/
 
 from specaware.data import raster  # noqa: E402
 from specaware.data.raster import iter_tiles, open_scene, tile_origins  # noqa: E402
 from specaware.data.shard import shard_scenes  # noqa: E402
 from specaware.data.tiling import TilingOptions  # noqa: E402
-from tests.fixtures import sensor_bands, synthetic_cube, write_envi, write_geotiff  # noqa: E402
+from specaware.testing import sensor_bands, synthetic_cube, write_envi, write_geotiff  # noqa: E402
 
 TILE = 128
 
