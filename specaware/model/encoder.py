@@ -9,9 +9,15 @@ DESIGN.md section 2. Stages of `forward`:
   4. pre-norm blocks (Soft-MoE MLPs where `moe_block_ids` says), optional cls token, norm.
 Masked patches are gathered away before step 1, so they can influence nothing.
 
+Prompt tokens (visual prompt tuning, Jia et al. 2022, sec. 3.2) are a hook for fine-tuning:
+`prompts` [b, m, d] enter after the cls token and before the patches, without positions;
+[depth, b, m, d] gives each block its own prompts, replacing the previous block's prompt outputs
+(VPT-Deep). `specaware.finetune.prompts` owns the learnable tokens.
+
 Fine-tuning surface (timm-style): `forward_features`, `forward_intermediates`.
 
-Letters: b batch, c bands, n patches, p patch pixels (k*k), d width, dz condition width.
+Letters: b batch, c bands, n patches, p patch pixels (k*k), d width, dz condition width,
+m prompt tokens, l blocks.
 """
 from __future__ import annotations
 
@@ -33,11 +39,12 @@ from specaware.model.pos_embed import MetricPositionEmbedding
 
 @dataclass
 class EncoderOutput:
-    tokens: Tensor                 # [b, (1 +) n_keep, d] after the final norm (cls first)
+    tokens: Tensor                 # [b, (1 +) (m +) n_keep, d] after the final norm (cls, prompts)
     keep: Tensor | None            # [b, n_keep] visible patch indices, None = all patches
     z: Tensor                      # [b, c, dz] band conditions
     stats: dict[str, Tensor]       # band statistics of the visible patches
     routing: dict                  # "encoder.block{i}" -> moe.RoutingMetrics
+    num_prompts: int = 0           # m prompt tokens after the cls token
 
 
 class SpecAwareEncoder(nn.Module):
@@ -85,42 +92,70 @@ class SpecAwareEncoder(nn.Module):
         return tokens + pos, z, stats
 
     def forward(self, batch_or_inputs, keep: Tensor | None = None,
-                return_layers: list[int] | None = None):
+                return_layers: list[int] | None = None, prompts: Tensor | None = None):
         """Encode the patches in `keep` (all when None). Returns `EncoderOutput`; with
-        `return_layers` also the list of block outputs (before the final norm) at those ids."""
+        `return_layers` also the list of block outputs (before the final norm) at those ids.
+        `prompts`: None, [b, m, d] before block 0, or [l, b, m, d] one set per block."""
         inputs = (batch_or_inputs if isinstance(batch_or_inputs, BandInputs)
                   else self.prepare(batch_or_inputs))
         x, z, stats = self.embed_visible(inputs, keep)
+        deep = self._check_prompts(prompts, x)
+        if prompts is not None:
+            x = torch.cat([(prompts[0] if deep else prompts).to(x.dtype), x], dim=1)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
         routing, layers = {}, []
         for i, block in enumerate(self.blocks):
+            if deep and i > 0:
+                x = self._replace_prompts(x, prompts[i])
             x, metrics = block(x)
             if metrics:
                 routing[f"encoder.block{i}"] = metrics
             if return_layers is not None and i in return_layers:
                 layers.append(x)
-        out = EncoderOutput(self.norm(x), keep, z, stats, routing)
+        m = 0 if prompts is None else prompts.shape[-2]
+        out = EncoderOutput(self.norm(x), keep, z, stats, routing, num_prompts=m)
         return (out, layers) if return_layers is not None else out
 
-    def forward_features(self, batch: dict) -> Tensor:
-        """All patches, no masking -> [b, n, d] (cls token dropped)."""
-        return self(batch).tokens[:, self.num_prefix_tokens:]
+    def _check_prompts(self, prompts: Tensor | None, x: Tensor) -> bool:
+        """True for deep prompts [l, b, m, d]; raises on any other shape than [b, m, d]."""
+        if prompts is None:
+            return False
+        b, d = x.shape[0], self.embed_dim
+        deep = prompts.ndim == 4
+        ok = (prompts.shape[-1] == d and prompts.shape[-3] == b
+              and (prompts.ndim == 3 or deep and prompts.shape[0] == self.depth))
+        if not ok:
+            raise ValueError(f"prompts of shape {tuple(prompts.shape)}: expected [b={b}, m, d={d}]"
+                             f" or [l={self.depth}, b={b}, m, d={d}] (one set per block)")
+        return deep
 
-    def forward_intermediates(self, batch: dict, indices=None, norm: bool = True) -> list[Tensor]:
+    def _replace_prompts(self, x: Tensor, prompts: Tensor) -> Tensor:
+        """x [b, (1 +) m + n, d] with its m prompt outputs swapped for this block's prompts."""
+        p, m = self.num_prefix_tokens, prompts.shape[1]
+        return torch.cat([x[:, :p], prompts.to(x.dtype), x[:, p + m:]], dim=1)
+
+    def forward_features(self, batch: dict, prompts: Tensor | None = None) -> Tensor:
+        """All patches, no masking -> [b, n, d] (cls token and prompt outputs dropped)."""
+        out = self(batch, prompts=prompts)
+        return out.tokens[:, self.num_prefix_tokens + out.num_prompts:]
+
+    def forward_intermediates(self, batch: dict, indices=None, norm: bool = True,
+                              prompts: Tensor | None = None) -> list[Tensor]:
         """Feature maps [b, d, H/k, W/k] after the given blocks, for dense heads.
 
         indices: None -> 4 evenly spaced blocks ending with the last; int n -> the last n blocks;
-        list -> those block indices (negative counts from the end).
+        list -> those block indices (negative counts from the end). prompts: as in `forward`.
         """
         ids = self._intermediate_ids(indices)
         inputs = self.prepare(batch)
-        _, layers = self(inputs, return_layers=ids)
+        out, layers = self(inputs, return_layers=ids, prompts=prompts)
         h, w = inputs.grid
+        skip = self.num_prefix_tokens + out.num_prompts
         maps = []
         for x in layers:
             x = self.norm(x) if norm else x
-            maps.append(rearrange(x[:, self.num_prefix_tokens:], "b (h w) d -> b d h w", h=h, w=w))
+            maps.append(rearrange(x[:, skip:], "b (h w) d -> b d h w", h=h, w=w))
         return maps
 
     def _intermediate_ids(self, indices) -> list[int]:
