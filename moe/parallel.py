@@ -99,9 +99,13 @@ class ExpertParallelSoftMoE(SoftMoE):
 
     Args: as `SoftMoE`, plus `group` (a torch.distributed process group; None = the default
     world, which must be initialised). num_experts must be divisible by the group size; this
-    rank builds experts [rank*l, (rank+1)*l) with l = num_experts / world. Routers made on
-    different ranks must start equal (same seed, or `from_soft_moe`, or the trainer's broadcast
-    of replicated weights); see the module docstring for gradient bookkeeping.
+    rank holds experts [rank*l, (rank+1)*l) with l = num_experts / world.
+
+    Initialisation: built under the same seed on every rank, each rank draws the whole bank as
+    a single-process `SoftMoE` would and keeps its own slice, so rank r's experts are experts
+    r*l.. of `SoftMoE` under that seed (different on every rank) and the router is the same
+    replica everywhere. The whole bank of this one layer exists only during construction.
+    See the module docstring for gradient bookkeeping.
     """
 
     def __init__(self, dim: int, num_experts: int, slots_per_expert: int, hidden_dim: int,
@@ -113,11 +117,16 @@ class ExpertParallelSoftMoE(SoftMoE):
         if num_experts % world:
             raise ValueError(f"ExpertParallelSoftMoE: {num_experts} experts cannot be split over "
                              f"{world} ranks; choose num_experts divisible by the group size")
-        local = lambda e, d, h: make_experts(expert, e // world, d, h)  # noqa: E731
+        rank = dist.get_rank(group)
+        local = lambda e, d, h: shard_experts(make_experts(expert, e, d, h), rank, world)  # noqa: E731
         super().__init__(dim, num_experts, slots_per_expert, hidden_dim, expert=local,
                          normalize=normalize)
-        self.group, self.world, self.rank = group, world, dist.get_rank(group)
+        self.group, self.world, self.rank = group, world, rank
         self.local_experts = num_experts // world
+        self._mark_experts()
+
+    def _mark_experts(self) -> None:
+        """Tag this rank's expert weights (`expert_parameters` finds them by the tag)."""
         for param in self.experts.parameters():
             param.expert_parallel = True
 
@@ -125,11 +134,16 @@ class ExpertParallelSoftMoE(SoftMoE):
     def from_soft_moe(cls, layer: SoftMoE, group=None) -> "ExpertParallelSoftMoE":
         """This rank's share of a single-process layer: its router and experts [rank*l, ...)."""
         world, rank = dist.get_world_size(group), dist.get_rank(group)
-        out = cls(layer.dim, layer.num_experts, layer.slots_per_expert, layer.hidden_dim,
-                  expert=type(layer.experts), normalize=layer.router.normalize, group=group)
-        out.to(device=layer.router.phi.device, dtype=layer.router.phi.dtype)
-        out.router.load_state_dict(layer.router.state_dict())
-        out.experts.load_state_dict(shard_experts(layer.experts, rank, world).state_dict())
+        # meta: no whole bank in memory; fork_rng: the caller's random stream is left as it was
+        with torch.random.fork_rng(devices=[]):
+            with torch.device("meta"):
+                out = cls(layer.dim, layer.num_experts, layer.slots_per_expert, layer.hidden_dim,
+                          expert=type(layer.experts), normalize=layer.router.normalize,
+                          group=group)
+            out.to_empty(device=layer.router.phi.device).to(dtype=layer.router.phi.dtype)
+            out._mark_experts()             # to_empty made new parameter objects
+            out.router.load_state_dict(layer.router.state_dict())
+            out.experts.load_state_dict(shard_experts(layer.experts, rank, world).state_dict())
         return out
 
     def run_experts(self, slots: Tensor) -> Tensor:

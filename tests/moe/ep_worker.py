@@ -105,6 +105,27 @@ def check_bf16(rank: int, world: int) -> None:
     print(f"EP_OK bf16 rank {rank}", flush=True)
 
 
+def check_direct(rank: int, world: int) -> None:
+    """Built directly under one seed, each rank holds ITS experts: experts rank*l.. of the
+    single-process layer under that seed (issue 16: they used to be identical on every rank);
+    `from_soft_moe` draws nothing from the caller's RNG."""
+    torch.manual_seed(4)
+    layer = ExpertParallelSoftMoE(DIM, EXPERTS, SLOTS, HIDDEN, expert="swiglu")
+    torch.manual_seed(4)
+    full = SoftMoE(DIM, EXPERTS, SLOTS, HIDDEN, expert="swiglu")
+    for name, param in shard_experts(full.experts, rank, world).named_parameters():
+        assert torch.equal(layer.experts.get_parameter(name), param), name
+    assert torch.equal(layer.router.phi, full.router.phi)
+    mine = layer.experts.w_in.detach().clone()
+    every = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(every, mine)
+    assert all(not torch.equal(every[0], other) for other in every[1:])
+    before = torch.get_rng_state()
+    ExpertParallelSoftMoE.from_soft_moe(full)
+    assert torch.equal(torch.get_rng_state(), before)
+    print(f"EP_OK direct rank {rank}", flush=True)
+
+
 def main() -> int:
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
@@ -113,6 +134,7 @@ def main() -> int:
         check(expert, rank, world)
     check_conversion(rank, world)
     check_bf16(rank, world)
+    check_direct(rank, world)
     dist.barrier()
     dist.destroy_process_group()
     return 0

@@ -71,7 +71,7 @@ def test_two_gloo_ranks_match_single_process_outputs_and_gradients():
     run = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-4000:]
-    for expert in ("mlp", "swiglu", "convert", "bf16"):
+    for expert in ("mlp", "swiglu", "convert", "bf16", "direct"):
         for rank in (0, 1):
             assert f"EP_OK {expert} rank {rank}" in run.stdout, log[-4000:]
 
