@@ -21,6 +21,6 @@ def list_models() -> list[str]:
 
 
 def load_pretrained(path, **kwargs):
-    """Encoder from an exported `.safetensors` + JSON, or from a DeepSpeed checkpoint folder."""
+    """Encoder from an exported `.safetensors` + JSON (`specaware export`); never unpickles."""
     from specaware.finetune.api import load_pretrained as _load
     return _load(path, **kwargs)

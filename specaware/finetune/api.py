@@ -1,13 +1,15 @@
 """Load a pretrained encoder for fine-tuning (DESIGN.md section 5, INTERFACES.md "Export format").
 
-Two sources are accepted:
-- an export: `OUT.safetensors` (fp32 state dict of the whole MaskedAutoencoder, keys `encoder.*`,
-  `decoder.*`, ...) with `OUT.json` beside it (`format`, `model`, `model_config`, `step`, ...);
-- a DeepSpeed checkpoint folder, consolidated by `specaware.training.export.consolidate`.
+The source is an export: `OUT.safetensors` (fp32 state dict of the whole MaskedAutoencoder, keys
+`encoder.*`, `decoder.*`, ...) with `OUT.json` beside it (`format`, `model`, `model_config`,
+`step`, ...). A DeepSpeed checkpoint folder is refused with the `specaware export` command that
+turns it into one: its `*.pt` files are pickles, and unpickling a crafted file runs its code.
 
 Key matching is strict: every encoder parameter and buffer must be in the file, with the right
 shape, unless it matches a pattern of `allow_missing` (fnmatch, e.g. `"norm.*"`); every `encoder.*`
-key in the file must exist in the model. Nothing is ever unpickled: weights come from safetensors.
+key in the file must exist in the model. Nothing is ever unpickled: weights come from safetensors,
+metadata from JSON. A damaged file (truncated, random bytes, a renamed pickle, a crafted header) is
+one CheckpointError line naming it.
 """
 from __future__ import annotations
 
@@ -50,10 +52,11 @@ def build_encoder(model_config: dict | None = None, variant: str | None = None) 
 def load_pretrained(path: str | Path, allow_missing: Iterable[str] = (),
                     map_location: str | torch.device = "cpu",
                     variant: str | None = None) -> nn.Module:
-    """Encoder with pretrained weights from an export or a DeepSpeed checkpoint folder.
+    """Encoder with pretrained weights from an export (`specaware export`).
 
     Args:
-        path: `OUT.safetensors` (or `OUT.json`), or a DeepSpeed checkpoint directory.
+        path: `OUT.safetensors` (or `OUT.json`). A DeepSpeed checkpoint folder is refused (its
+            pickles could run code): export it first.
         allow_missing: fnmatch patterns of encoder keys that may be absent (with or without the
             `encoder.` prefix); everything else missing is an error.
         map_location: device the weights are loaded onto.
@@ -86,7 +89,10 @@ def _tag(encoder: nn.Module, model: nn.Module, info: dict) -> nn.Module:
 
 def _read_checkpoint(path: Path, map_location) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if path.is_dir():
-        return _read_deepspeed(path, map_location)
+        raise CheckpointError(
+            f"{path} is a folder (a DeepSpeed checkpoint or run folder); its .pt files are "
+            "pickles, which can run code, so they are never loaded for use. Export it first: "
+            f"`specaware export {path} OUT.safetensors`, then load OUT.safetensors")
     if path.suffix == ".json":
         path = path.with_suffix(".safetensors")
     if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
@@ -94,10 +100,40 @@ def _read_checkpoint(path: Path, map_location) -> tuple[dict[str, torch.Tensor],
                               "code). Convert it with `specaware export` to .safetensors + .json")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (expected OUT.safetensors with "
-                              "OUT.json beside it, or a DeepSpeed checkpoint folder)")
+                              "OUT.json beside it, as written by `specaware export`)")
+    meta = _read_meta(path.with_suffix(".json"))
+    return read_safetensors(path, map_location), meta
+
+
+def read_safetensors(path: Path, map_location="cpu") -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; anything that is not one (truncated, random bytes, a
+    renamed pickle, a crafted header) is a one-line CheckpointError naming the file."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
-    state = load_file(str(path), device=str(map_location))
-    return state, _read_meta(path.with_suffix(".json"))
+    try:
+        return load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(e)}); it "
+                              "is damaged or not a specaware export: re-export it with "
+                              "`specaware export` or copy it again") from None
+
+
+def read_safetensors_header(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file, checking its header and that every tensor lies
+    inside the file; a damaged file is one CheckpointError line naming it."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(e)}); it "
+                              "is damaged or not a specaware checkpoint: write it again or copy "
+                              "it again") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 def _read_meta(json_path: Path) -> dict[str, Any]:
@@ -105,34 +141,18 @@ def _read_meta(json_path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{json_path} is missing: an export is OUT.safetensors plus OUT.json "
                               "(model name and config). Re-export with `specaware export`, or "
                               "pass variant=NAME to build a registered variant")
-    meta = json.loads(json_path.read_text())
+    try:
+        meta = json.loads(json_path.read_text())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{json_path}: not valid JSON ({_first_line(e)}); re-export with "
+                              "`specaware export`") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{json_path}: expected a JSON object, got {type(meta).__name__}; "
+                              "re-export with `specaware export`")
     fmt = meta.get("format")
     if fmt is not None and not str(fmt).startswith("specaware-export/"):
         raise CheckpointError(f"{json_path}: format {fmt!r} is not {EXPORT_FORMAT!r}")
     return meta
-
-
-def _read_deepspeed(path: Path, map_location) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Consolidated fp32 weights of a checkpoint folder (a run folder picks its newest complete
-    checkpoint). DeepSpeed files are pickles of our own trainer: point this only at folders you
-    produced; share the `.safetensors` export with others."""
-    try:
-        from specaware.training import checkpoint as ckpt
-        from specaware.training.export import consolidate
-    except ImportError as e:
-        raise CheckpointError(f"{path} is a folder, read as a DeepSpeed checkpoint, but "
-                              f"specaware.training is unavailable ({e})") from e
-    try:
-        path = Path(ckpt.resolve_resume(str(path), path))
-        info = ckpt.read_state(path)
-    except (FileNotFoundError, OSError) as e:
-        raise CheckpointError(f"{path}: not a checkpoint folder written by `specaware pretrain` "
-                              f"({e})") from e
-    result = consolidate(path)
-    state, meta = result if isinstance(result, tuple) else (result, {})
-    meta = {"model": info.get("model"), "model_config": info.get("model_config"),
-            "step": info.get("step"), **(meta or {})}
-    return {k: v.to(map_location) for k, v in state.items()}, meta
 
 
 def _encoder_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -48,30 +48,45 @@ def save_finetuned(model: nn.Module, path: str | Path, meta: dict) -> Path:
 
 
 def read_meta(path: str | Path) -> dict:
+    from specaware.finetune.api import CheckpointError
     json_path = Path(path).with_suffix(".json")
     if not json_path.is_file():
-        raise FileNotFoundError(f"{json_path} not found: a fine-tuned checkpoint is "
-                                "NAME.safetensors + NAME.json as written by `specaware finetune`")
-    meta = json.loads(json_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{json_path}: format {meta.get('format')!r} is not {FORMAT!r}; "
-                         "for a pretrained export use specaware.load_pretrained")
+        raise CheckpointError(f"{json_path} not found: a fine-tuned checkpoint is NAME.safetensors "
+                              "+ NAME.json as written by `specaware finetune`")
+    try:
+        meta = json.loads(json_path.read_text())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{json_path}: not valid JSON ({type(e).__name__}); it is damaged: "
+                              "copy it again or re-run `specaware finetune`") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{json_path}: format {fmt!r} is not {FORMAT!r}; for a pretrained "
+                              "export use specaware.load_pretrained")
     return meta
 
 
 def load_finetuned(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the fine-tuned model from its JSON and load its weights strictly."""
+    """Rebuild the fine-tuned model from its JSON and load its weights strictly; a damaged or
+    mismatching file is one CheckpointError line naming it."""
     from specaware.finetune import api
     meta = read_meta(path)
-    enc = meta["encoder"]
+    try:
+        enc, task, k = meta["encoder"], meta["task"], meta["num_classes"]
+        head_cfg = from_dict(ModelConfig, meta["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise api.CheckpointError(f"{Path(path).with_suffix('.json')}: incomplete fine-tuned "
+                                  f"checkpoint metadata ({type(e).__name__}: {e}); re-run "
+                                  "`specaware finetune`") from None
     encoder = api.build_encoder(enc.get("model_config"), enc.get("model"))
-    head_cfg = from_dict(ModelConfig, meta["model"])
-    model = build_head(meta["task"], encoder, meta["num_classes"], head_cfg)
-    missing, unexpected = load_model(model, str(Path(path).with_suffix(".safetensors")),
-                                     strict=False, device=str(map_location))
+    model = build_head(task, encoder, k, head_cfg)
+    weights = Path(path).with_suffix(".safetensors")
+    api.read_safetensors_header(weights)  # a damaged file: one line naming it
+    # load_model, not load_state_dict: it re-ties the shared tensors save_model wrote once
+    missing, unexpected = load_model(model, str(weights), strict=False, device=str(map_location))
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit the model rebuilt from its JSON; "
-                         f"missing {sorted(missing)[:20]}, unexpected {sorted(unexpected)[:20]}")
+        raise api.CheckpointError(
+            f"{weights}: weights do not fit the model rebuilt from its JSON; missing "
+            f"{sorted(missing)[:20]}, unexpected {sorted(unexpected)[:20]}")
     return model.eval(), meta
 
 

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config file(s), applied in order (configs/finetune/*.yaml)")
     parser.add_argument("--init", choices=["pretrained", "random", "both"],
                         help="encoder initialisation (overrides `model.init`); both = compare")
-    parser.add_argument("--checkpoint", help="pretrained export or DeepSpeed folder "
+    parser.add_argument("--checkpoint", help="pretrained export OUT.safetensors "
                         "(overrides `model.checkpoint`)")
     parser.add_argument("--out", help="output folder (overrides `out`)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

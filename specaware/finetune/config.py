@@ -71,7 +71,7 @@ class ProtocolConfig:
 @dataclass
 class ModelConfig:
     init: Literal["pretrained", "random", "both"] = "pretrained"
-    checkpoint: str = ""              # export (.safetensors + .json) or DeepSpeed folder
+    checkpoint: str = ""              # export (.safetensors + .json), `specaware export`
     variant: str = "specaware_debug"  # architecture when no checkpoint is given
     allow_missing: list[str] = field(default_factory=list)
     head: Literal["linear", "mlp"] = "linear"

@@ -98,12 +98,16 @@ def check_inputs(cfg: FinetuneConfig) -> None:
                                 "write labelled shards with `specaware shard`")
     if m.init in ("pretrained", "both") and not m.checkpoint:
         raise ConfigError(f"model.init={m.init} needs config key 'model.checkpoint' (an export "
-                          "OUT.safetensors + OUT.json from `specaware export`, or a DeepSpeed "
-                          "checkpoint folder); model.init=random trains without one")
+                          "OUT.safetensors + OUT.json from `specaware export`); model.init=random "
+                          "trains without one")
+    if m.checkpoint and Path(m.checkpoint).is_dir():
+        raise ConfigError(f"config key 'model.checkpoint': {m.checkpoint} is a folder; DeepSpeed "
+                          "checkpoints are pickles, never loaded for use. Export it first: "
+                          f"`specaware export {m.checkpoint} OUT.safetensors`")
     if m.checkpoint and not (Path(m.checkpoint).exists()
                              or Path(m.checkpoint).with_suffix(".safetensors").is_file()):
         raise ConfigError(f"config key 'model.checkpoint': {m.checkpoint} not found (an export "
-                          "OUT.safetensors + OUT.json, or a DeepSpeed checkpoint folder)")
+                          "OUT.safetensors + OUT.json from `specaware export`)")
     check_split(cfg)
 
 
@@ -258,8 +262,8 @@ def make_encoder(cfg: FinetuneConfig, init: str) -> torch.nn.Module:
     m = cfg.model
     if init == "pretrained":
         if not m.checkpoint:
-            raise ValueError("model.init=pretrained needs model.checkpoint=PATH (an export or a "
-                             "DeepSpeed folder); use model.init=random for a from-scratch run")
+            raise ValueError("model.init=pretrained needs model.checkpoint=PATH (an export from "
+                             "`specaware export`); use model.init=random for a from-scratch run")
         return api.load_pretrained(m.checkpoint, allow_missing=tuple(m.allow_missing))
     if m.checkpoint:  # random baseline: same architecture as the checkpoint, no weights
         _, meta = api._read_checkpoint(Path(m.checkpoint), "cpu")

@@ -6,10 +6,11 @@ reads the module state directly. Output (the format `specaware.load_pretrained` 
 docs/INTERFACES.md): OUT.safetensors (fp32 state dict of the whole MaskedAutoencoder) and
 OUT.json beside it with format, model name, model config, step and the training config.
 
-Trust: the DeepSpeed files are `torch.save` pickles and are unpickled here. They are our own
-trainer's output (a checkpoint folder you produced, with its `complete` marker), trusted like
-the code. Never point this at checkpoints from an unknown source; share the exported
-.safetensors instead, which cannot carry code.
+Trust: the DeepSpeed files are `torch.save` pickles. Every one is first read with torch's
+restricted unpickler and an allow-list of the types DeepSpeed writes (pickle_guard.py); a file
+naming anything else is refused with the type and the file, unless `--trust-pickle` is given.
+Only then does DeepSpeed's consolidation read them. Share the exported .safetensors, which
+cannot carry code.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from specaware.training import checkpoint
+from specaware.training import checkpoint, pickle_guard
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("out", help="output .safetensors path (OUT.json is written beside it)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip loading the weights into a freshly built model")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="unpickle the DeepSpeed files without the allow-list check (only "
+                             "for a checkpoint whose origin you trust: a pickle can run code)")
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -43,9 +47,12 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def consolidate(ckpt: Path) -> dict[str, torch.Tensor]:
-    """fp32 state dict of the model in checkpoint folder `ckpt`, on CPU."""
+def consolidate(ckpt: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """fp32 state dict of the model in checkpoint folder `ckpt`, on CPU. Unless `trust_pickle`,
+    every DeepSpeed file must pass pickle_guard first (UnsafePickleError otherwise)."""
     ds_dir = ckpt / checkpoint.DS_TAG
+    if not trust_pickle:
+        pickle_guard.check_folder(ds_dir)
     if list(ds_dir.glob("*zero_pp_rank_*_optim_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=checkpoint.DS_TAG)
@@ -54,8 +61,8 @@ def consolidate(ckpt: Path) -> dict[str, torch.Tensor]:
         if not files:
             raise FileNotFoundError(f"{ds_dir}: no DeepSpeed model states; is this a "
                                     "checkpoint folder written by `specaware pretrain`?")
-        # our own checkpoint (see module docstring): the pickle is trusted
-        state = torch.load(files[0], map_location="cpu", weights_only=False)["module"]
+        state = (torch.load(files[0], map_location="cpu", weights_only=False) if trust_pickle
+                 else pickle_guard.safe_load(files[0]))["module"]
     return {k: v.detach().float() if v.is_floating_point() else v.detach()
             for k, v in _strip_prefix(dict(state)).items()}
 
@@ -76,13 +83,15 @@ def _verify(state: dict[str, torch.Tensor], model_config: dict) -> None:
                            f"{len(unexpected)}); was the checkpoint written by another version?")
 
 
-def export(ckpt: str | Path, out: str | Path, verify: bool = True) -> tuple[Path, Path]:
-    """Write OUT.safetensors + OUT.json from checkpoint (or run folder) `ckpt`."""
+def export(ckpt: str | Path, out: str | Path, verify: bool = True,
+           trust_pickle: bool = False) -> tuple[Path, Path]:
+    """Write OUT.safetensors + OUT.json from checkpoint (or run folder) `ckpt`; `trust_pickle`
+    skips the allow-list check of the DeepSpeed pickles (see the module docstring)."""
     from safetensors.torch import save_file
 
-    path = checkpoint.resolve_resume(str(ckpt), ckpt)
+    path = checkpoint.resolve_resume(str(ckpt), ckpt, flag="export")
     state_info = checkpoint.read_state(path)
-    state = consolidate(path)
+    state = consolidate(path, trust_pickle)
     if verify and state_info.get("model_config"):
         _verify(state, state_info["model_config"])
     out = Path(out)
@@ -104,7 +113,8 @@ def export(ckpt: str | Path, out: str | Path, verify: bool = True) -> tuple[Path
 def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        out, meta = export(args.checkpoint, args.out, verify=not args.no_verify)
+        out, meta = export(args.checkpoint, args.out, verify=not args.no_verify,
+                           trust_pickle=args.trust_pickle)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

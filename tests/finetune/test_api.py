@@ -94,15 +94,59 @@ def write_checkpoint_folder(run: Path, model, meta: dict, step: int) -> None:
         {"step": step, "model": "specaware_debug", "model_config": meta["model_config"]}))
     (folder / "complete").write_text("{}")
 
-def test_deepspeed_checkpoint_folder_is_consolidated(tmp_path):
-    """A stage-0 folder laid out as `specaware pretrain` writes it (run/checkpoints/step_*)."""
+class _Payload:
+    """Unpickling this object runs `Path(target).write_text("ran")`: a crafted checkpoint."""
+
+    def __init__(self, target: Path):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.target), "ran"))
+
+
+def write_crafted_folder(run: Path, model, meta: dict, marker: Path) -> Path:
+    """A complete-looking checkpoint folder whose model states carry a code payload."""
+    write_checkpoint_folder(run, model, meta, step=5)
+    states = run / "checkpoints" / "step_00000005" / "ds" / "mp_rank_00_model_states.pt"
+    torch.save({"module": model.state_dict(), "extra": _Payload(marker)}, states)
+    return states
+
+
+def test_deepspeed_folder_is_refused_and_its_payload_never_runs(tmp_path):
     path, model = write_export(tmp_path)
     meta = json.loads(path.with_suffix(".json").read_text())
-    write_checkpoint_folder(tmp_path / "run", model, meta, step=5)
-    encoder = load_pretrained(tmp_path / "run")
-    assert encoder.specaware_source["step"] == 5
-    for k, v in model.encoder.state_dict().items():
-        assert torch.equal(encoder.state_dict()[k], v), k
+    marker = tmp_path / "payload_ran"
+    write_crafted_folder(tmp_path / "run", model, meta, marker)
+    for target in (tmp_path / "run", tmp_path / "run" / "checkpoints" / "step_00000005"):
+        with pytest.raises(CheckpointError, match="specaware export") as err:
+            load_pretrained(target)
+        assert "\n" not in str(err.value) and str(target) in str(err.value)
+    assert not marker.exists(), "loading a checkpoint folder ran pickled code"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random_bytes", "renamed_pickle",
+                                    "crafted_header", "empty"])
+def test_damaged_safetensors_is_one_checkpoint_error_line(tmp_path, damage):
+    path, model = write_export(tmp_path)
+    data = path.read_bytes()
+    marker = tmp_path / "payload_ran"
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "random_bytes":
+        path.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
+    elif damage == "renamed_pickle":
+        torch.save({"w": torch.zeros(2), "x": _Payload(marker)}, path)
+    elif damage == "crafted_header":  # a header pointing far past the end of the file
+        header = json.dumps({"encoder.w": {"dtype": "F32", "shape": [1 << 20],
+                                           "data_offsets": [0, 4 << 20]}}).encode()
+        path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 16)
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "safetensors" in msg
+    assert not marker.exists()
 
 
 def test_random_encoder_has_the_same_keys_but_different_weights(tmp_path):
@@ -140,3 +184,40 @@ def test_trained_model_exported_by_specaware_export_comes_back_identical(tmp_pat
                         model.encoder.forward_intermediates(batch)):
             assert torch.equal(a, b)
     assert encoder.specaware_source["step"] == 3
+
+
+def test_export_refuses_a_crafted_pickle_naming_the_type(tmp_path, capsys):
+    """`specaware export` reads DeepSpeed's files with the restricted unpickler first: a file
+    naming a type outside the allow-list is one error line, and its payload never runs."""
+    export = pytest.importorskip("specaware.training.export")
+    from specaware.cli import main
+    path, model = write_export(tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    marker = tmp_path / "payload_ran"
+    states = write_crafted_folder(tmp_path / "run", model, meta, marker)
+    with pytest.raises(export.pickle_guard.UnsafePickleError, match="--trust-pickle") as err:
+        export.export(tmp_path / "run", tmp_path / "out.safetensors")
+    assert str(states) in str(err.value) and "builtins.getattr" in str(err.value)
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "out.safetensors")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "pathlib.PosixPath" in lines[0]
+    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
+    # the explicit opt-out unpickles without the check (and so runs the payload)
+    export.export(tmp_path / "run", tmp_path / "out.safetensors", trust_pickle=True)
+    assert marker.read_text() == "ran" and (tmp_path / "out.safetensors").is_file()
+
+
+def test_export_refuses_a_checkpoint_file_that_is_no_torch_archive(tmp_path):
+    export = pytest.importorskip("specaware.training.export")
+    path, model = write_export(tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    write_checkpoint_folder(tmp_path / "run", model, meta, step=5)
+    states = tmp_path / "run" / "checkpoints" / "step_00000005" / "ds" / "mp_rank_00_model_states.pt"
+    states.write_bytes(states.read_bytes()[:1000])
+    from specaware.training.checkpoint import CheckpointReadError
+    with pytest.raises(CheckpointReadError, match="not a complete torch archive") as err:
+        export.export(tmp_path / "run", tmp_path / "out.safetensors")
+    assert states.name in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(export.pickle_guard.UnsafePickleError, match="damaged") as err:
+        export.pickle_guard.check_file(states)
+    assert str(states) in str(err.value) and "\n" not in str(err.value)
