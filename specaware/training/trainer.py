@@ -174,9 +174,10 @@ class Trainer:
                             "(%d in a row, %d in total)", step, bad, self.nonfinite_total)
                 if bad >= self.cfg.train.max_nonfinite:
                     raise NonFiniteLossError(
-                        f"loss was NaN/inf in {bad} consecutive micro-batches at step {step}. "
-                        "Lower optim.lr or raise optim.warmup_steps, check the shards "
-                        "(`specaware inspect`), or raise train.max_nonfinite.")
+                        f"loss was NaN/inf in {bad} consecutive micro-batches at step {step} "
+                        f"(last batch: {_batch_keys(batch)}). Lower optim.lr or raise "
+                        "optim.warmup_steps, check the shards (`specaware inspect DIR`), or "
+                        "raise train.max_nonfinite.")
                 continue
             self.engine.backward(out.loss)
             self.engine.step()
@@ -313,6 +314,14 @@ def write_summary(path: Path, cfg: PretrainConfig, env, start: int, history: lis
     return summary
 
 
+def _batch_keys(batch, shown: int = 4) -> str:
+    """'shard :: key' of the first samples of a batch, for messages."""
+    meta = [m for m in batch.get("meta", []) if isinstance(m, dict)]
+    names = [f"{m.get('shard', '?')} :: {m.get('key', '?')}" for m in meta[:shown]]
+    more = f" and {len(meta) - shown} more" if len(meta) > shown else ""
+    return ", ".join(names) + more if names else "no sample keys"
+
+
 def _cpu(batch):
     return {k: (_cpu(v) if isinstance(v, dict) and k == "target" else
                 v.detach().cpu() if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -330,6 +339,24 @@ def _setup_engine(cfg: PretrainConfig, env, model_factory):
     return engine, scheduler, ds_config
 
 
+def _resume_point(resume: str | None, run_dir: str, env):
+    """The checkpoint every rank resumes from (chosen on the main rank, which also removes
+    leftovers of interrupted saves); an unusable one raises on every rank, not only main."""
+    choice = None
+    if env.is_main:
+        checkpoint.remove_partial(run_dir)
+        try:
+            choice = ("ok", checkpoint.resolve_resume(resume, run_dir))
+        except (FileNotFoundError, checkpoint.CheckpointReadError) as e:
+            choice = (type(e).__name__, str(e))
+    kind, value = distributed.broadcast_object(choice)
+    if kind == "FileNotFoundError":
+        raise FileNotFoundError(value)
+    if kind != "ok":
+        raise checkpoint.CheckpointReadError(value)
+    return value
+
+
 def run(cfg: PretrainConfig, resume: str | None = None, *, local_rank: int | None = None,
         model_factory=None, data_factory=None) -> dict:
     """Train per `cfg` on this process's share; returns a summary (losses on rank 0 only).
@@ -344,8 +371,7 @@ def run(cfg: PretrainConfig, resume: str | None = None, *, local_rank: int | Non
     tracker = None
     try:
         engine, scheduler, ds_config = _setup_engine(cfg, env, model_factory)
-        ckpt = distributed.broadcast_object(
-            checkpoint.resolve_resume(resume, cfg.checkpoint.run_dir) if env.is_main else None)
+        ckpt = _resume_point(resume, cfg.checkpoint.run_dir, env)
         start = 0
         if ckpt is not None:
             state = checkpoint.load(engine, ckpt, env)

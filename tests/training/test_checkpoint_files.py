@@ -17,6 +17,8 @@ def fake_checkpoint(root, step: int, complete: bool = True, tmp: bool = False):
     name = checkpoint.step_name(step)
     path = root / "checkpoints" / (f".tmp-{name}" if tmp else name)
     (path / checkpoint.DS_TAG).mkdir(parents=True)
+    torch.save({"module": {"w": torch.zeros(2)}},
+               path / checkpoint.DS_TAG / "mp_rank_00_model_states.pt")
     (path / "trainer_state.json").write_text(json.dumps({"step": step}))
     if complete:
         (path / checkpoint.MARKER).write_text("{}")
