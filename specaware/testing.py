@@ -10,6 +10,7 @@ Keep everything tiny: tests run on 2 shared CPU cores.
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -203,4 +204,63 @@ def corrupt_shard(path, mode: str = "truncate", member: int = 0) -> Path:
                 payload = b"\x00not a valid member\xff" * 4
                 info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def _tar_entries(path: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
+    with tarfile.open(path) as tar:
+        return [(m, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+
+
+def edit_shard(path, edit: Callable[[int, str, bytes], bytes | None]) -> Path:
+    """Rewrite shard `path` in place, member by member: `edit(i, ext, payload)` returns the new
+    payload of sample i's member `ext` ("npy", "json"), or None to keep it."""
+    path = Path(path)
+    entries, keys = _tar_entries(path), []
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for info, payload in entries:
+            key, _, ext = info.name.partition(".")
+            if key not in keys:
+                keys.append(key)
+            new = edit(len(keys) - 1, ext, payload)
+            if new is not None:
+                payload, info.size = new, len(new)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def edit_shard_headers(path, edit: Callable[[int, dict[str, Any]], Any]) -> Path:
+    """Rewrite sample i's JSON header of shard `path` as `edit(i, header)` (a dict, or raw
+    bytes for a header that is not JSON; None keeps it). For crafting bad metadata: NaN gsd,
+    null wavelength, list-valued meta, ..."""
+    def on_member(i: int, ext: str, payload: bytes) -> bytes | None:
+        if ext != "json":
+            return None
+        new = edit(i, json.loads(payload))
+        return new if new is None or isinstance(new, bytes) else json.dumps(new).encode()
+    return edit_shard(path, on_member)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """`array` as the bytes of a .npy member."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def truncate_shard(path, keep: int) -> Path:
+    """Cut shard `path` in the middle of sample number `keep`'s first member (a download that
+    broke off): exactly `keep` samples stay readable, the rest of the shard is lost."""
+    path = Path(path)
+    with tarfile.open(path) as tar:
+        firsts, seen = [], set()
+        for info in tar.getmembers():
+            key = info.name.partition(".")[0]
+            if key not in seen:
+                seen.add(key)
+                firsts.append(info)
+    if not 0 <= keep < len(firsts):
+        raise ValueError(f"truncate_shard: keep={keep} but {path} holds {len(firsts)} samples")
+    cut = firsts[keep].offset_data + max(firsts[keep].size // 2, 1)
+    path.write_bytes(path.read_bytes()[:cut])
     return path

@@ -45,6 +45,11 @@ class SampleDecodeError(ValueError):
     """A shard member that cannot be decoded; the message names the sample key."""
 
 
+class SampleMetadataError(SampleDecodeError):
+    """A decodable sample whose band metadata is unusable (NaN gsd or FWHM, gsd <= 0, negative
+    FWHM, implausible or repeated wavelengths, 0 bands, a field of the wrong type)."""
+
+
 def _int16_scale(values: np.ndarray, offset: float) -> float:
     peak = float(np.max(np.abs(values - offset))) if values.size else 0.0
     if peak <= INT16_MAX * REFLECTANCE_SCALE:
@@ -127,6 +132,34 @@ def _load_members(npy, header, key: str):
     return npy, header
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_header_types(header: dict, name: str) -> None:
+    """SampleDecodeError naming the key and the JSON field for a header whose fields have the
+    wrong type (null, a string, a list where an object belongs) or a non-finite pixel scale."""
+    for field in ("wavelength", "fwhm", "band_valid"):
+        if not isinstance(header[field], list):
+            raise SampleMetadataError(f"sample '{name}': json '{field}' is "
+                                      f"{type(header[field]).__name__}, expected a list")
+    for field in ("wavelength", "fwhm"):
+        if not all(_is_number(v) for v in header[field]):
+            raise SampleMetadataError(f"sample '{name}': json '{field}' holds non-numbers")
+    if not _is_number(header["gsd"]):
+        raise SampleMetadataError(f"sample '{name}': json 'gsd' is {header['gsd']!r}, expected "
+                                  "a number in metres")
+    for field in ("scale", "offset"):
+        value = header.get(field, 0.0)
+        if not _is_number(value) or not np.isfinite(value) or abs(value) * INT16_MAX > 1e30:
+            raise SampleMetadataError(f"sample '{name}': json '{field}' is {value!r}; pixels "
+                                      "would decode to non-finite values")
+    for field in ("meta", "descriptors"):
+        if header.get(field) is not None and not isinstance(header[field], dict):
+            raise SampleMetadataError(f"sample '{name}': json '{field}' is "
+                                      f"{type(header[field]).__name__}, expected an object")
+
+
 def decode_sample(npy, header, key: str | None = None) -> dict[str, Any]:
     """Decode the members back into a contract sample.
 
@@ -140,6 +173,7 @@ def decode_sample(npy, header, key: str | None = None) -> dict[str, Any]:
     missing = [k for k in required if k not in header]
     if missing:
         raise SampleDecodeError(f"sample '{name}': json lacks {missing}")
+    _check_header_types(header, name)
     wl = np.asarray(header["wavelength"], dtype=np.float32)
     if data.ndim != 3 or data.shape[0] != wl.shape[0]:
         raise SampleDecodeError(f"sample '{name}': array shape {data.shape} does not match "
@@ -159,7 +193,7 @@ def decode_sample(npy, header, key: str | None = None) -> dict[str, Any]:
         raise SampleDecodeError(f"sample '{name}': unsupported array dtype {data.dtype}")
     valid = pixel_valid & band_valid[:, None, None]
     image = np.where(valid, image, np.float32(0))
-    meta = {"key": name, **{k: header.get(k) for k in _JSON_META}, **header.get("meta", {})}
+    meta = {"key": name, **{k: header.get(k) for k in _JSON_META}, **(header.get("meta") or {})}
     meta["descriptors"] = meta["descriptors"] or {}
     sample = {"image": image, "valid": valid, "wavelength": wl,
               "fwhm": np.asarray(header["fwhm"], dtype=np.float32),
@@ -168,5 +202,5 @@ def decode_sample(npy, header, key: str | None = None) -> dict[str, Any]:
     try:
         check_sample(sample, where=f"sample '{name}'")
     except SampleError as err:
-        raise SampleDecodeError(str(err)) from err
+        raise SampleMetadataError(str(err)) from err
     return sample

@@ -24,6 +24,7 @@ import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from specaware.data.sample import WAVELENGTH_RANGE_NM
 from specaware.sensors import Sensor, UnknownSensorError, get_sensor
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,26 @@ def file_wavelengths(src, where: str):
                 raise RasterMetadataError(
                     f"{where}: {found[2]} list {len(found[0])} wavelengths but the file has "
                     f"{src.count} bands; fix the metadata so there is one wavelength per band")
+            check_plausible_nm(found[0], f"{where}: {found[2]}")
             return found
     return None
+
+
+def check_plausible_nm(wavelength, where: str) -> None:
+    """RasterMetadataError unless every converted centre lies in WAVELENGTH_RANGE_NM: a value
+    outside is a unit mistake that would otherwise reach pretraining (nm values tagged as
+    micrometres become 442700-2202370 nm)."""
+    wl = np.asarray(wavelength, dtype=np.float64)
+    lo, hi = WAVELENGTH_RANGE_NM
+    if wl.size and np.all(np.isfinite(wl)) and lo <= wl.min() and wl.max() <= hi:
+        return
+    got = f"{np.nanmin(wl):g}..{np.nanmax(wl):g} nm" if wl.size else "nothing"
+    hint = ("nanometre values tagged as micrometres? " if np.nanmax(wl) > hi else
+            "micrometre values tagged as nanometres? " if np.nanmax(wl) < lo else "")
+    raise RasterMetadataError(
+        f"{where}: wavelengths read as {got} after unit conversion, outside the plausible "
+        f"{lo:g}-{hi:g} nm ({hint}or values that are not wavelengths). Fix the 'wavelength "
+        f"units' (ENVI) / 'wavelength_units' tag to match the values, or pass --sensor NAME")
 
 
 def _estimate_fwhm(wl: np.ndarray) -> np.ndarray:

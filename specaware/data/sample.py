@@ -17,6 +17,11 @@ SAMPLE_KEYS = ("image", "valid", "wavelength", "fwhm", "gsd", "sensor", "level",
 META_KEYS = ("key", "scene", "crs", "transform", "descriptors")
 
 
+# Plausible band centres: near UV to thermal infrared (Landsat TIRS ~12 um, ASTER TIR ~11 um).
+# A value outside is a unit mistake (nm read as um gives 1e5-1e6; um read as nm gives < 30).
+WAVELENGTH_RANGE_NM = (300.0, 15000.0)
+
+
 class SampleError(ValueError):
     """A sample that breaks the contract; the message names the key and what was expected."""
 
@@ -64,9 +69,31 @@ def check_sample(sample: dict[str, Any], where: str = "sample") -> None:
     if valid_shape not in (tuple(image.shape), tuple(image.shape[1:])):
         raise SampleError(f"{where}: 'valid' has shape {valid_shape}, expected "
                           f"{tuple(image.shape)} or {tuple(image.shape[1:])}")
-    wl = np.asarray(sample["wavelength"], dtype=np.float64)
-    if c and (np.nanmin(wl) < 100 or not np.all(np.isfinite(wl))):
-        raise SampleError(f"{where}: 'wavelength' must be finite and in nm (min {np.nanmin(wl)}"
-                          f"); micrometre values must be converted at the reader")
+    check_band_metadata(sample["wavelength"], sample["fwhm"], sample["gsd"], where)
     if not isinstance(sample["meta"], dict):
         raise SampleError(f"{where}: 'meta' must be a dict, got {type(sample['meta']).__name__}")
+
+
+def check_band_metadata(wavelength, fwhm, gsd, where: str = "sample") -> None:
+    """Raise SampleError naming the key unless the band metadata is usable: at least one band;
+    wavelengths finite, distinct and in WAVELENGTH_RANGE_NM (nm); FWHM finite and >= 0 (nm);
+    gsd finite and > 0 (m). A NaN here poisons every token of its batch."""
+    wl = np.asarray(wavelength, dtype=np.float64).reshape(-1)
+    widths = np.asarray(fwhm, dtype=np.float64).reshape(-1)
+    lo, hi = WAVELENGTH_RANGE_NM
+    if wl.size == 0:
+        raise SampleError(f"{where}: 0 bands; a sample needs at least one band")
+    if not np.all(np.isfinite(wl)) or wl.min() < lo or wl.max() > hi:
+        raise SampleError(f"{where}: 'wavelength' must be finite and in nm within {lo:g}-{hi:g} "
+                          f"(got {np.nanmin(wl):g}..{np.nanmax(wl):g}); micrometre values must be "
+                          f"converted at the reader, and a header's units must match its values")
+    if np.unique(wl).size != wl.size:
+        dup = sorted({float(x) for x in wl if np.count_nonzero(wl == x) > 1})
+        raise SampleError(f"{where}: 'wavelength' lists {dup[:5]} nm more than once; each band "
+                          f"needs its own centre")
+    if not np.all(np.isfinite(widths)) or np.any(widths < 0):
+        raise SampleError(f"{where}: 'fwhm' must be finite and >= 0 nm (got "
+                          f"{[float(x) for x in widths if not (np.isfinite(x) and x >= 0)][:5]})")
+    if not (isinstance(gsd, (int, float, np.number)) and np.isfinite(gsd) and gsd > 0):
+        raise SampleError(f"{where}: 'gsd' must be a finite ground sampling distance > 0 m, got "
+                          f"{gsd!r}")

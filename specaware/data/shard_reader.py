@@ -184,19 +184,27 @@ def decode_eager(members: dict[str, Any], key: str) -> dict[str, Any]:
 def resolve_source(source) -> tuple[list[str], dict[str, int]]:
     """(shard paths, expected sample count per shard name) from a shard dir with manifest.json,
     a list of tar paths, or a brace pattern such as "data/shard-{000000..000009}.tar"."""
+    urls, counts, _ = resolve_shard_set(source)
+    return urls, counts
+
+
+def resolve_shard_set(source) -> tuple[list[str], dict[str, int], int | None]:
+    """`resolve_source` plus the tile size of a shard dir's manifest (None without one)."""
     counts: dict[str, int] = {}
+    tile = None
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         from specaware.data.shard import read_manifest
         manifest = read_manifest(source)
         counts = {s["name"]: int(s["count"]) for s in manifest["shards"]}
         urls = [str(Path(source) / s["name"]) for s in manifest["shards"]]
+        tile = manifest.get("tile") if isinstance(manifest.get("tile"), int) else None
     elif isinstance(source, (str, Path)):
         urls = list(braceexpand.braceexpand(str(source)))
     else:
         urls = [str(u) for u in source]
     if not urls:
         raise ValueError(f"no shards found in {source!r}")
-    return urls, counts
+    return urls, counts, tile
 
 
 def require_shard_files(key: str, source, how: str = "") -> list[str]:
@@ -216,6 +224,14 @@ def require_shard_files(key: str, source, how: str = "") -> list[str]:
     return urls
 
 
+class _CutMember(EOFError):
+    """A member that runs past the end of a truncated file; `key` is its sample's key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 def _members(path: str) -> Iterator[tuple[str, str, int, int, mmap.mmap]]:
     """(key, extension, offset, size, buffer) of each regular member, in tar order."""
     with open(path, "rb") as handle:
@@ -225,10 +241,10 @@ def _members(path: str) -> Iterator[tuple[str, str, int, int, mmap.mmap]]:
             for info in tar:
                 if not info.isreg():
                     continue
-                if info.offset_data + info.size > end:
-                    raise EOFError(f"member {info.name} ends at byte "
-                                   f"{info.offset_data + info.size}, beyond the file end {end}")
                 key, _, ext = Path(info.name).name.partition(".")
+                if info.offset_data + info.size > end:
+                    raise _CutMember(key, f"member {info.name} ends at byte "
+                                     f"{info.offset_data + info.size}, beyond the file end {end}")
                 yield key, ext.lower(), info.offset_data, info.size, buffer
 
 
@@ -262,7 +278,10 @@ def read_shard(path: str, stats: SkipStats, expected: int | None = None
             except Exception as err:  # noqa: BLE001 - a corrupt member spoils its sample
                 current["__broken__"] = f"corrupt .{ext} member ({err})"
     except (tarfile.TarError, EOFError, OSError, ValueError) as err:
-        # the partial sample at the break is lost with the rest of the shard
+        if isinstance(err, _CutMember) and current is not None and err.key != current["__key__"]:
+            yield finish(current)   # the cut is in the next sample: this one is whole
+            current = None
+        # a partial sample at the break is lost with the rest of the shard
         lost = max((expected or 0) - produced, 1)
         stats.skip("truncated or unreadable shard", name, current["__key__"] if current else "-",
                    f"{type(err).__name__}: {err}", count=lost)

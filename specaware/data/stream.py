@@ -5,7 +5,8 @@
     for batch in loader: ...        # batches as in collate.py; loader.stats counts skips
 
 One `webdataset.DataPipeline` per worker: shard urls -> tar members -> samples -> (eval: split
-by sample index) -> decode -> shuffle buffer (train) -> views -> bucketed batches.
+by sample index) -> shuffle buffer (train) -> decode -> views -> bucketed batches. Every sample
+and every loss is counted at decode, after the buffer, so the skip rate is a true fraction.
 
 train: resampled and infinite. Each worker draws shards at random with replacement from its
   partition: shards are split over rank x worker when there are enough of them, else over
@@ -47,7 +48,9 @@ import webdataset as wds
 
 from specaware.data.collate import BatchMemory, ReleaseTracker, bucketed, collate, release_flags
 from specaware.data.shard_reader import (  # noqa: F401 - re-exported: the loader API
-    LazyCube, SkipRateError, SkipStats, decode_eager, decode_lazy, read_shard, resolve_source)
+    LazyCube, SkipRateError, SkipStats, decode_eager, decode_lazy, read_shard, resolve_shard_set,
+    resolve_source)
+from specaware.data.codec import SampleMetadataError
 from specaware.data.views import ViewConfig, apply_views
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ class StreamSpec:
     weights: Mapping[str, float] | None = None   # train: draw samples in proportion to these
     shard_peak: dict[str, float] | None = None   # max weight per shard name
     epoch_batches: int | None = None             # per worker, train only
+    tile: int | None = None                      # the manifest's tile size (pixels)
 
 
 class _Worker:
@@ -89,6 +93,7 @@ class _Worker:
         self.index, self.count = spec.rank * workers + worker, spec.world_size * workers
         self.rng = np.random.default_rng([spec.seed, epoch, spec.rank, worker])
         self.stats = SkipStats()
+        self.tile: tuple[int, int] | None = None   # (H, W) every tile must have, once known
         self.sample_split = not self.train and len(spec.urls) < self.count
         self.lazy = spec.views is None or spec.views.pixel_free()
 
@@ -121,16 +126,23 @@ class _Worker:
             yield {"url": urls[int(self.rng.choice(len(urls), p=p))]}
 
     def samples(self, urls: Iterable[dict[str, str]]) -> Iterator[dict[str, Any]]:
+        """Raw samples of the shards, then one `__lost__` item per shard-level loss (an
+        unreadable or truncated shard). The losses travel through the shuffle buffer like
+        samples and are counted in `decode`, at the same point as the good samples: counted
+        here, a 2000-sample buffer made 2 % of lost data read as 17 % (good samples still
+        sat in the buffer, uncounted)."""
         position = 0
         for item in urls:
             url = item["url"]
-            owner = not self.sample_split or self.index == 0
-            stats = self.stats if owner else SkipStats()  # shard-level losses counted once
-            for raw in read_shard(url, stats, self.spec.counts.get(Path(url).name)):
+            losses = _Losses()
+            for raw in read_shard(url, losses, self.spec.counts.get(Path(url).name)):
                 position += 1
                 if self.sample_split and (position - 1) % self.count != self.index:
                     continue
                 yield raw
+            if not self.sample_split or self.index == 0:  # shard-level losses counted once
+                yield from ({"__lost__": loss, "__key__": loss[2], "__url__": url}
+                            for loss in losses)
 
     def _keep(self, raw: dict[str, Any]) -> bool:
         spec, key = self.spec, raw["__key__"]
@@ -148,20 +160,50 @@ class _Worker:
     def decode(self, raws: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         spec = self.spec
         for raw in raws:
-            if not self._keep(raw):
-                continue
-            shard, key = Path(raw["__url__"]).name, raw["__key__"]
-            if "__broken__" in raw:
-                self.stats.skip("corrupt sample", shard, key, raw["__broken__"])
-            else:
-                try:
-                    sample = (decode_lazy if self.lazy else decode_eager)(raw, key)
-                    sample["meta"]["shard"] = shard
+            if "__lost__" in raw:
+                self.stats.skip(*raw["__lost__"])
+            elif self._keep(raw):
+                sample = self._decode_one(raw)
+                if sample is not None:
                     self.stats.seen += 1
                     yield sample
-                except Exception as err:  # noqa: BLE001 - any decode failure is a broken sample
-                    self.stats.skip("undecodable sample", shard, key, f"{type(err).__name__}: {err}")
             self.stats.check(spec.max_skip_rate, spec.min_skip_samples)
+
+    def _decode_one(self, raw: dict[str, Any]) -> dict[str, Any] | None:
+        """The decoded sample, or None after counting why it is skipped (naming shard and key)."""
+        shard, key = Path(raw["__url__"]).name, raw["__key__"]
+        if "__broken__" in raw:
+            self.stats.skip("corrupt sample", shard, key, raw["__broken__"])
+            return None
+        try:
+            sample = (decode_lazy if self.lazy else decode_eager)(raw, key)
+        except SampleMetadataError as err:
+            self.stats.skip("bad metadata", shard, key, str(err))
+            return None
+        except Exception as err:  # noqa: BLE001 - any decode failure is a broken sample
+            self.stats.skip("undecodable sample", shard, key, f"{type(err).__name__}: {err}")
+            return None
+        problem = self._size_problem(tuple(sample["image"].shape[1:]))
+        if problem:
+            self.stats.skip("off-size tile", shard, key, problem)
+            return None
+        sample["meta"]["shard"] = shard
+        return sample
+
+    def _size_problem(self, size: tuple[int, int]) -> str | None:
+        """Why a tile of `size` (H, W) cannot share a batch, or None: with a crop view it must
+        hold the crop; without, it must have the shard set's tile size (the manifest's, else
+        the first tile this worker decoded)."""
+        crop = self.spec.views.crop if self.spec.views is not None else 0
+        if crop:
+            return None if min(size) >= crop else \
+                f"{size[0]}x{size[1]} tile is smaller than views.crop={crop}"
+        if self.tile is None:
+            self.tile = (self.spec.tile, self.spec.tile) if self.spec.tile else size
+        if size == self.tile:
+            return None
+        return (f"{size[0]}x{size[1]} tile in a shard set of {self.tile[0]}x{self.tile[1]} "
+                "tiles; re-shard its scene with the set's tile size")
 
     def shuffle(self, raws: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         size = self.spec.shuffle_buffer
@@ -182,6 +224,14 @@ class _Worker:
             batch["_stats"] = (self.index, self.stats.merge(SkipStats()))
             yield batch
         yield {"_stats": (self.index, self.stats), "_final": True}
+
+
+class _Losses(list):
+    """Collects `read_shard`'s shard-level losses as (reason, shard, key, error, count), for
+    `SkipStats.skip` to count later."""
+
+    def skip(self, reason: str, shard: str, key: str, error: Any, count: int = 1) -> None:
+        self.append((reason, shard, key, error, count))
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -280,7 +330,7 @@ def make_loader(source, *, mode: str = "train", batch_size: int, num_workers: in
         raise ValueError(f"make_loader: mode must be 'train' or 'eval', got {mode!r}")
     if not 0 <= rank < world_size:
         raise ValueError(f"make_loader: rank {rank} outside world_size {world_size}")
-    urls, counts = resolve_source(source)
+    urls, counts, tile = resolve_shard_set(source)
     missing = [u for u in urls if not Path(u).exists()]
     if missing:
         raise FileNotFoundError(f"make_loader: {len(missing)} shard(s) not found, e.g. "
@@ -298,7 +348,7 @@ def make_loader(source, *, mode: str = "train", batch_size: int, num_workers: in
         epoch_batches = -(-epoch_samples // (batch_size * workers))
     spec = StreamSpec(urls, counts, mode, batch_size, rank, world_size, seed, shuffle_buffer,
                       views, max_skip_rate, min_skip_samples, bucket_by, pad_bands, keys,
-                      weights, peak, epoch_batches)
+                      weights, peak, epoch_batches, tile)
     return ShardLoader(spec, num_workers, prefetch_factor)
 
 
