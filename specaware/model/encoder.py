@@ -48,6 +48,9 @@ class EncoderOutput:
 
 
 class SpecAwareEncoder(nn.Module):
+    # refuse micrometre wavelengths instead of converting them; None = SPECAWARE_STRICT_UNITS
+    strict_units: bool | None = None
+
     def __init__(self, cfg: MAEConfig):
         super().__init__()
         self.patch_size, self.embed_dim, self.depth = cfg.patch_size, cfg.embed_dim, cfg.depth
@@ -75,7 +78,8 @@ class SpecAwareEncoder(nn.Module):
 
     def prepare(self, batch: dict) -> BandInputs:
         """Batch dict (INTERFACES.md) -> validated, patchified `BandInputs`."""
-        return prepare_inputs(batch, self.patch_size, self.sensors, self.levels)
+        return prepare_inputs(batch, self.patch_size, self.sensors, self.levels,
+                              self.strict_units)
 
     def embed_visible(self, inputs: BandInputs, keep: Tensor | None = None):
         """Tokens of the visible patches [b, n_keep, d] (positions added), z, statistics."""

@@ -2,7 +2,9 @@
 
 Checks what a user can get wrong (shapes, missing keys, tiles not divisible by the patch size)
 and says which key is wrong and how to fix it. Non-finite pixel values are zeroed and marked
-invalid here, so nothing downstream sees a NaN.
+invalid here, so nothing downstream sees a NaN. Band centres given in micrometres are converted
+to nm or refused (specaware.model.units). While a graph is traced for export, the eager fast
+paths that branch on pixel values are skipped for their general, branch-free form.
 
 Letters: b batch, c bands, n patches, p patch pixels (k*k).
 """
@@ -16,6 +18,8 @@ from torch import Tensor
 
 from specaware.model.conditioning import Vocabulary
 from specaware.model.masking import patchify
+from specaware.model.tracing import is_tracing
+from specaware.model.units import to_nanometres
 
 REQUIRED_KEYS = ("image", "wavelength", "fwhm", "gsd")
 
@@ -72,7 +76,7 @@ def _valid_mask(batch: dict, image: Tensor, band_mask: Tensor) -> tuple[Tensor, 
         if valid.shape != image.shape:
             raise ValueError(f"batch['valid'] has shape {tuple(valid.shape)}; expected "
                              f"{tuple(image.shape)} ([B, C, H, W]) or [B, H, W]")
-    if image.device.type == "cpu" and _all_finite(image):
+    if image.device.type == "cpu" and not is_tracing() and _all_finite(image):
         # fast path: on the CPU each pass over the pixels costs more than these checks
         if valid is None:
             valid = torch.ones_like(image, dtype=torch.bool)
@@ -91,8 +95,11 @@ def _all_finite(image: Tensor) -> bool:
 
 
 def prepare_inputs(batch: dict, patch_size: int, sensors: Vocabulary,
-                   levels: Vocabulary) -> BandInputs:
-    """Validate one view (the batch itself or batch['target']) and patchify it."""
+                   levels: Vocabulary, strict_units: bool | None = None) -> BandInputs:
+    """Validate one view (the batch itself or batch['target']) and patchify it.
+
+    strict_units: refuse micrometre wavelengths instead of converting them (None: the
+    SPECAWARE_STRICT_UNITS environment variable decides; see specaware.model.units)."""
     missing = [k for k in REQUIRED_KEYS if k not in batch]
     if missing:
         raise KeyError(f"batch lacks {missing}; the model needs image, wavelength (nm), "
@@ -114,11 +121,13 @@ def prepare_inputs(batch: dict, patch_size: int, sensors: Vocabulary,
     valid, all_valid = _valid_mask(batch, image, band_mask)
     if not all_valid:
         image = torch.where(valid, image, torch.zeros((), dtype=image.dtype, device=device))
+    wavelength, fwhm = to_nanometres(_per_sample(batch["wavelength"], b, c, "wavelength", device),
+                                     _per_sample(batch["fwhm"], b, c, "fwhm", device), band_mask,
+                                     "batch['wavelength']", strict_units)
     return BandInputs(
         patches=patchify(image, patch_size), valid=patchify(valid, patch_size),
         band_mask=band_mask,
-        wavelength=_per_sample(batch["wavelength"], b, c, "wavelength", device) * band_mask,
-        fwhm=_per_sample(batch["fwhm"], b, c, "fwhm", device) * band_mask,
+        wavelength=wavelength * band_mask, fwhm=fwhm * band_mask,
         gsd=_per_sample(batch["gsd"], b, None, "gsd", device),
         sensor=sensors.lookup(_names(batch.get("sensor"), b, "sensor"), device),
         level=levels.lookup(_names(batch.get("level"), b, "level"), device),
