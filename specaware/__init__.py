@@ -9,10 +9,23 @@ __version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "load_pretrained", "__version__"]
 
 
-def create_model(name: str, **overrides):
-    """Build a registered variant (see `list_models()`); keyword overrides change its config."""
-    from specaware.model.variants import create_model as _create
-    return _create(name, **overrides)
+def create_model(name: str, features_only: bool | None = None, **kwargs):
+    """Build a registered variant (see `list_models()`); keyword overrides change its config.
+
+    Returns the MaskedAutoencoder, or with `features_only=True` (or any backbone argument:
+    out_indices, wavelengths, fwhm, gsd, sensor, level, norm, strict_units, pretrained) a
+    `specaware.backbone.SpecAwareBackbone` mapping [B, C, H, W] to feature maps (timm style).
+    """
+    from specaware.backbone_factory import BACKBONE_ARGS, create_backbone
+    wants_backbone = features_only or any(k in kwargs for k in BACKBONE_ARGS)
+    if not wants_backbone:
+        from specaware.model.variants import create_model as _create
+        return _create(name, **kwargs)
+    if features_only is False:
+        raise ValueError(f"create_model({name!r}, features_only=False) builds the masked "
+                         f"autoencoder, which takes none of {sorted(set(kwargs) & BACKBONE_ARGS)}; "
+                         "drop features_only=False to get a backbone")
+    return create_backbone(name, **kwargs)
 
 
 def list_models() -> list[str]:

@@ -2,7 +2,8 @@
 
 The source is an export: `OUT.safetensors` (fp32 state dict of the whole MaskedAutoencoder, keys
 `encoder.*`, `decoder.*`, ...) with `OUT.json` beside it (`format`, `model`, `model_config`,
-`step`, ...). A DeepSpeed checkpoint folder is refused with the `specaware export` command that
+`step`, ...), or a hub folder / hub repo id (config.json + model.safetensors + README.md,
+specaware.hub). A DeepSpeed checkpoint folder is refused with the `specaware export` command that
 turns it into one: its `*.pt` files are pickles, and unpickling a crafted file runs its code.
 
 Key matching is strict: every encoder parameter and buffer must be in the file, with the right
@@ -55,8 +56,9 @@ def load_pretrained(path: str | Path, allow_missing: Iterable[str] = (),
     """Encoder with pretrained weights from an export (`specaware export`).
 
     Args:
-        path: `OUT.safetensors` (or `OUT.json`). A DeepSpeed checkpoint folder is refused (its
-            pickles could run code): export it first.
+        path: `OUT.safetensors` (or `OUT.json`), or a hub folder or `owner/name` hub repo id.
+            A DeepSpeed checkpoint folder is refused (its pickles could run code): export it
+            first.
         allow_missing: fnmatch patterns of encoder keys that may be absent (with or without the
             `encoder.` prefix); everything else missing is an error.
         map_location: device the weights are loaded onto.
@@ -75,7 +77,8 @@ def load_pretrained(path: str | Path, allow_missing: Iterable[str] = (),
     encoder.load_state_dict(given, strict=False)
     encoder.to(map_location)
     info = {"path": str(path), "model": variant or meta.get("model"),
-            "model_config": None if variant else meta.get("model_config"), "step": meta.get("step")}
+            "model_config": None if variant else meta.get("model_config"), "step": meta.get("step"),
+            "pretraining": meta.get("pretraining")}
     return _tag(encoder, model, info)
 
 
@@ -88,6 +91,12 @@ def _tag(encoder: nn.Module, model: nn.Module, info: dict) -> nn.Module:
 
 
 def _read_checkpoint(path: Path, map_location) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from specaware import hub
+    if hub.is_hub_folder(path) or hub.is_repo_id(str(path)):
+        try:
+            return hub.read_hub(path, map_location)
+        except (FileNotFoundError, ValueError) as e:
+            raise CheckpointError(str(e)) from e
     if path.is_dir():
         raise CheckpointError(
             f"{path} is a folder (a DeepSpeed checkpoint or run folder); its .pt files are "
