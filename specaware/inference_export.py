@@ -1,0 +1,172 @@
+"""Inference export for a fixed band set: `torch.export` programs and ONNX graphs.
+
+A deployed model sees one sensor, so the band set (wavelengths and FWHM in nm, GSD in m, sensor
+name) is baked in as constants and the exported graph takes only the image [B, C, H, W]:
+- a pretrained encoder exports as its backbone: image -> feature maps [B, D, H/p, W/p] at the
+  backbone's `out_indices`;
+- a fine-tuned model (`specaware finetune` BEST.safetensors) exports as image -> logits
+  ([B, K] scene classes, or [B, K, H, W]); change detection takes (image_t1, image_t2).
+Inputs are prepared exactly as for fine-tuning (the sidecar JSON repeats the checkpoint's
+normalisation); H and W must be multiples of the patch size.
+
+Data-dependent branches of eager code (the all-finite fast path of model/inputs.py, the unit
+check of model/units.py) take their branch-free form while tracing (specaware.model.tracing),
+so the graph handles NaN pixels and the same inputs as eager. `export_inference` runs the
+exported program (or ONNX Runtime, when installed) on the example and records the largest
+difference to eager in the sidecar; it refuses to write a graph beyond `tolerance`.
+
+Output files: OUT.pt2 (`torch.export.save`; load with `torch.export.load`) or OUT.onnx, and
+OUT.json beside it: {"format": "specaware-inference/1", "kind", "input" (names, shape), "bands",
+"outputs", "max_abs_diff", "normalization", "source"}.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from specaware.backbone import BandSet, SpecAwareBackbone
+
+log = logging.getLogger(__name__)
+
+FORMAT = "specaware-inference/1"
+FORMATS = {"torch-export": ".pt2", "onnx": ".onnx"}
+
+
+class FixedBandHead(nn.Module):
+    """A fine-tuned model (batch dict in) behind a fixed band set: image(s) -> logits."""
+
+    def __init__(self, model: nn.Module, bands: BandSet, two_dates: bool = False):
+        super().__init__()
+        self.model, self.bands, self.two_dates = model, bands, two_dates
+
+    def forward(self, image: Tensor, image_t2: Tensor | None = None) -> Tensor:
+        if self.two_dates:
+            return self.model(self.bands(image), self.bands(image_t2))
+        return self.model(self.bands(image))
+
+
+def _as_tuple(out) -> tuple[Tensor, ...]:
+    return tuple(out) if isinstance(out, (list, tuple)) else (out,)
+
+
+def max_abs_diff(a, b) -> float:
+    a, b = _as_tuple(a), _as_tuple(b)
+    if len(a) != len(b):
+        raise RuntimeError(f"exported model returns {len(b)} outputs, eager {len(a)}")
+    return max(float((x.float() - torch.as_tensor(y).float()).abs().max()) for x, y in zip(a, b))
+
+
+def export_program(module: nn.Module, example: tuple[Tensor, ...]):
+    """`torch.export` program of `module` (eval mode) for inputs shaped like `example`."""
+    return torch.export.export(module.eval(), example, strict=False)
+
+
+def run_onnx(path: Path, example: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
+    """Outputs of the ONNX graph under ONNX Runtime, or None when onnxruntime is missing."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    outs = session.run(None, {n: t.numpy() for n, t in zip(names, example)})
+    return tuple(torch.from_numpy(o) for o in outs)
+
+
+def _write_onnx(module: nn.Module, example: tuple[Tensor, ...], path: Path, names: list[str]):
+    try:
+        program = torch.onnx.export(module.eval(), example, dynamo=True, input_names=names,
+                                    external_data=False)
+    except ImportError as e:
+        raise RuntimeError(f"ONNX export needs onnx and onnxscript ({e}); install them with "
+                           "pip install 'specaware[export]'") from e
+    program.save(str(path))
+
+
+def export_inference(module: nn.Module, example: tuple[Tensor, ...], out: str | Path,
+                     fmt: str, meta: dict, tolerance: float = 1e-4) -> tuple[Path, Path]:
+    """Write OUT.pt2 or OUT.onnx (+ OUT.json) for `module` and check it against eager."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    out = Path(out).with_suffix(FORMATS[fmt])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    module = module.eval()
+    names = ["image", "image_t2"][:len(example)]
+    with torch.no_grad():
+        eager = module(*example)
+        if fmt == "torch-export":
+            program = export_program(module, example)
+            torch.export.save(program, str(out))
+            got = torch.export.load(str(out)).module()(*example)
+        else:
+            _write_onnx(module, example, out, names)
+            got = run_onnx(out, example)
+    diff = None if got is None else max_abs_diff(eager, got)
+    if diff is None:
+        log.warning("onnxruntime is not installed: %s was written but not checked against "
+                    "eager (pip install onnxruntime)", out)
+    elif not diff <= tolerance:
+        out.unlink(missing_ok=True)
+        raise RuntimeError(f"exported {fmt} model differs from eager by {diff:.3g} "
+                           f"(> tolerance {tolerance:g}); nothing was written")
+    side = {"format": FORMAT, "kind": fmt, "file": out.name,
+            "input": {"names": names, "shape": list(example[0].shape), "dtype": "float32"},
+            "outputs": [list(t.shape) for t in _as_tuple(eager)], "max_abs_diff": diff,
+            "tolerance": tolerance, **meta}
+    meta_path = out.with_suffix(".json")
+    meta_path.write_text(json.dumps(side, indent=1, default=float))
+    log.info("exported %s (max |exported - eager| = %s) -> %s", fmt, diff, out)
+    return out, meta_path
+
+
+def bands_meta(bands: BandSet) -> dict:
+    return {"wavelength_nm": bands.wavelength.tolist(), "fwhm_nm": bands.fwhm.tolist(),
+            "gsd_m": float(bands.gsd[0]), "sensor": bands.sensor, "level": bands.level}
+
+
+def inference_module(source: str | Path, band_args: dict) -> tuple[nn.Module, int, dict]:
+    """(module taking image tensors, number of image inputs, sidecar meta) for a fine-tuned
+    checkpoint (format specaware-finetune/1) or any pretrained source load_pretrained reads."""
+    from specaware.backbone import resolve_bands
+    from specaware.backbone_factory import create_backbone
+    from specaware.finetune.checkpoint import FORMAT as FINETUNE_FORMAT
+    path = Path(source)
+    side = path.with_suffix(".json")
+    meta = json.loads(side.read_text()) if side.is_file() and path.suffix in (
+        ".safetensors", ".json") else {}
+    if meta.get("format") == FINETUNE_FORMAT:
+        from specaware.finetune.checkpoint import load_finetuned
+        model, meta = load_finetuned(path)
+        bands = BandSet(resolve_bands(band_args.get("wavelengths"), band_args.get("fwhm"),
+                                      band_args.get("gsd"), band_args.get("sensor"),
+                                      band_args.get("strict_units")),
+                        band_args.get("sensor"), band_args.get("level", "L2"))
+        two = meta["task"] == "change"
+        info = {"task": meta["task"], "num_classes": meta["num_classes"],
+                "class_names": meta.get("class_names"),
+                "normalization": (meta.get("data") or {}).get("normalization"),
+                "bands": bands_meta(bands), "source": str(path)}
+        return FixedBandHead(model, bands, two), 2 if two else 1, info
+    backbone = create_backbone(None, pretrained=str(path), **band_args)
+    info = {"task": "features", "out_indices": backbone.out_indices,
+            "bands": bands_meta(backbone.bands), "source": str(path)}
+    return backbone, 1, info
+
+
+def example_inputs(module: nn.Module, n_images: int, tile: int, batch: int = 1) -> tuple:
+    """Random images [batch, C, tile, tile] for the module's band set."""
+    bands = module.bands
+    if not bands.defined:
+        raise ValueError("export needs a band set: pass --sensor NAME or --wavelengths FILE "
+                         "(and --gsd)")
+    gen = torch.Generator().manual_seed(0)
+    c = bands.wavelength.shape[0]
+    return tuple(torch.rand(batch, c, tile, tile, generator=gen) for _ in range(n_images))
+
+
+__all__ = ["FixedBandHead", "SpecAwareBackbone", "export_inference", "export_program",
+           "inference_module", "example_inputs", "max_abs_diff", "FORMATS"]
