@@ -2,8 +2,8 @@
 without pretrained weights, and its registration in TerraTorch's backbone registry.
 
 The architecture comes from the variant name (plus config overrides such as `depth=6`), or,
-with `pretrained=`, from the checkpoint itself: an export (`OUT.safetensors` + `OUT.json`), a hub
-folder or repo id (specaware.hub), or a DeepSpeed checkpoint folder of our own trainer.
+with `pretrained=`, from the checkpoint itself: whatever `specaware.load_pretrained` reads (an export,
+`OUT.safetensors` + `OUT.json`, or a hub folder or repo id, specaware.hub).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def create_backbone(name: str | None, pretrained=None, out_indices=None, wavelen
                                  **band_args)
     if pretrained is True:
         raise ValueError("pretrained=True: specaware ships no default weights; pass a path "
-                         "(export .safetensors, hub folder, checkpoint folder) or a hub repo id")
+                         "(export .safetensors, hub folder) or a hub repo id")
     if overrides:
         raise ValueError(f"create_model({name!r}, pretrained=...): the architecture comes from "
                          f"the checkpoint, so config overrides {sorted(overrides)} cannot apply")

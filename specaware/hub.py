@@ -191,23 +191,24 @@ def write_hub(state: dict[str, torch.Tensor], meta: dict, folder: str | Path) ->
     return folder
 
 
-def export_hub(source: str | Path, folder: str | Path, verify: bool = True) -> Path:
-    """Hub folder from a pretraining checkpoint (or run) folder, or from an existing export
-    (OUT.safetensors + OUT.json): the whole MaskedAutoencoder's fp32 weights."""
+def export_hub(source: str | Path, folder: str | Path, verify: bool = True,
+               trust_pickle: bool = False) -> Path:
+    """Hub folder from an export (OUT.safetensors + OUT.json), or from a pretraining checkpoint
+    (or run) folder, which goes through `specaware.training.export.export` first (its pickle
+    allow-list and strict verification included): the whole MaskedAutoencoder's fp32 weights."""
+    import tempfile
+
     from safetensors.torch import load_file
+    from specaware.finetune.api import _read_meta
     source = Path(source)
-    if source.suffix in (".safetensors", ".json") and source.with_suffix(".safetensors").is_file():
-        from specaware.finetune.api import _read_meta
-        state = load_file(str(source.with_suffix(".safetensors")))
-        meta = _read_meta(source.with_suffix(".json"))
-        return write_hub(state, meta, folder)
-    from specaware.training import checkpoint
-    from specaware.training.export import _verify, consolidate
-    path = checkpoint.resolve_resume(str(source), source)
-    info = checkpoint.read_state(path)
-    state = consolidate(path)
-    if verify and info.get("model_config"):
-        _verify(state, info["model_config"])
-    meta = {"model": info.get("model"), "model_config": info.get("model_config", {}),
-            "step": int(info["step"]), "train_config": info.get("config", {})}
-    return write_hub(state, meta, folder)
+    if source.is_dir():
+        from specaware.training.export import export
+        Path(folder).parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=Path(folder).parent) as tmp:
+            out, _ = export(source, Path(tmp) / "export.safetensors", verify, trust_pickle)
+            return export_hub(out, folder)
+    weights = source.with_suffix(".safetensors")
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: give an export (OUT.safetensors with "
+                                "OUT.json) or a checkpoint folder written by `specaware pretrain`")
+    return write_hub(load_file(str(weights)), _read_meta(source.with_suffix(".json")), folder)

@@ -103,3 +103,17 @@ def test_hub_batch_features_match_the_saved_model(tmp_path):
     with torch.no_grad():
         for a, b in zip(bb.eval()(batch), back(batch)):
             assert torch.equal(a, b)
+
+
+def test_checkpoint_folder_exports_to_a_hub_folder(tmp_path):
+    """A stage-0 pretraining checkpoint goes through `specaware export` (pickle allow-list,
+    strict verification) into a hub folder holding the same weights."""
+    from tests.finetune.test_api import write_checkpoint_folder
+    path, model = write_export(tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    write_checkpoint_folder(tmp_path / "run", model, meta, step=5)
+    folder = hub.export_hub(tmp_path / "run", tmp_path / "out" / "hub")
+    encoder = specaware.load_pretrained(folder)
+    _same_weights(model.encoder, encoder)
+    assert json.loads((folder / "config.json").read_text())["pretraining"]["step"] == 5
+    assert not list((tmp_path / "out").glob("tmp*"))              # no temporary export left
