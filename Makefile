@@ -21,6 +21,8 @@ BIN := $(VENV)/bin
 DEEPSPEED_VERSION ?= 0.19.8
 STAMP := $(VENV)/.stamp-install
 EXTRAS ?= dev
+# given on the command line or in the environment, these reach launch/torch_spec.py
+export TORCH_SPEC TORCH_INDEX_URL TORCH_VERSION
 
 .PHONY: venv test test-all demo bench clean-venv
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -38,6 +39,26 @@ def machine_line() -> str:
             f"python {platform.python_version()}, torch {tv}")
 
 
+# Kineto (the torch profiler's backend) writes a trace line per profiler start and stop straight
+# to stderr; bench model profiles every case, so they drowned its figures. Its other messages
+# (warnings, errors) still pass.
+_PROFILER_NOISE = re.compile(r"^USDT:.*\] profiler_(start|stop)\s*$")
+
+
+def is_profiler_noise(line: str) -> bool:
+    return bool(_PROFILER_NOISE.match(line))
+
+
+def run_filtered(cmd: list[str], env: dict) -> int:
+    """Run a benchmark, passing its output through line by line minus the profiler's trace."""
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            if not is_profiler_noise(line):
+                print(line, end="", flush=True)
+        return proc.wait()
+
+
 def main(args) -> int:
     names = args.names or available()
     unknown = sorted(set(names) - set(available()))
@@ -51,7 +72,7 @@ def main(args) -> int:
         cmd = [sys.executable, str(BENCH_DIR / f"bench_{name}.py")] + (["--quick"] if args.quick else [])
         print(f"\n=== bench {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.call(cmd, env=env)
+        rc = run_filtered(cmd, env)
         print(f"=== bench {name}: exit {rc} in {time.perf_counter() - t0:.0f} s", flush=True)
         if rc:
             failed.append(name)

@@ -6,8 +6,13 @@ Every subcommand module exposes `add_arguments(parser)` and `main(args) -> int`.
 from __future__ import annotations
 
 import argparse
+import difflib
+import errno
 import importlib
+import os
 import sys
+
+from specaware import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sensors": ("specaware.sensors.cli", "list sensors, or print one sensor's band table"),
@@ -27,21 +32,38 @@ COMMANDS: dict[str, tuple[str, str]] = {
 TRAINING_COMMANDS = {"pretrain", "finetune", "predict", "demo"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _top_parser() -> argparse.ArgumentParser:
+    width = max(len(k) for k in COMMANDS) + 2
+    lines = "\n".join(f"  {name:<{width}}{help_}" for name, (_, help_) in COMMANDS.items())
     top = argparse.ArgumentParser(
         prog="specaware",
+        usage="specaware [--version] [-h] [--debug] COMMAND [ARGS ...]",
         description="Hyperspectral foundation models: any band set, DeepSpeed pretraining, "
         "fine-tuning heads.",
+        epilog=f"commands:\n{lines}\n\n`specaware COMMAND -h` shows a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    top.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND",
-                     help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
-    if not argv or argv[0] in ("-h", "--help"):
-        top.print_help()
-        return 0 if argv else 2
+    top.add_argument("--version", action="version", version=f"specaware {__version__}")
+    top.add_argument("--debug", action="store_true",
+                     help="show the full traceback of an error (anywhere on the line; "
+                          "or SPECAWARE_DEBUG=1)")
+    return top
+
+
+def _run(argv: list[str]) -> int:
+    top = _top_parser()
+    debug = "--debug" in argv or os.environ.get("SPECAWARE_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    if not argv or argv[0] in ("-h", "--help", "--version"):
+        if not argv:
+            top.print_help(sys.stderr)
+            return 2
+        top.parse_args(argv[:1])          # prints help or the version and exits 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        top.parse_args([name])  # prints the usage error and exits 2
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        top.error(f"unknown command '{name}'{hint} (commands: {', '.join(COMMANDS)})")
     if name in TRAINING_COMMANDS:
         from specaware.model.runtime import tune_cpu_malloc
         tune_cpu_malloc()   # CPU steps halve: large tensors stop paying page faults every step
@@ -49,7 +71,42 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"specaware {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_intermixed_args(rest)   # files and key=value may sit either side of flags
-    return int(module.main(args) or 0)
+    try:
+        return int(module.main(args) or 0)
+    except KeyboardInterrupt:
+        print(f"specaware {name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        raise                   # the reader left: handled quietly in main()
+    except Exception as err:  # noqa: BLE001 - the last net: one line, the traceback on request
+        if debug:
+            raise
+        print(f"specaware {name}: error: {one_line(err)} (run again with --debug for the "
+              f"traceback)", file=sys.stderr)
+        return 1
+
+
+def one_line(err: BaseException) -> str:
+    """`Type: message` on one line; a disk that fills up is said in those words, with where."""
+    text = " ".join(str(err).split()) or repr(err)
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = err.filename or "the output folder"
+        return f"no space left on device while writing {where}"
+    return f"{type(err).__name__}: {text}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rc = _run(argv)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        # `specaware sensors | head`: the reader left. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again, and exit as Unix tools do on SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13
 
 
 if __name__ == "__main__":

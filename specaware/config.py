@@ -213,6 +213,17 @@ def from_dict(cls: type[T], data: dict) -> T:
     return merge(cls(), data)
 
 
+def config_yaml(tree: dict, comment: dict | None = None) -> str:
+    """YAML text of a resolved config tree that `build` accepts back as a config file; each
+    entry of `comment` (title -> tree) follows as commented-out YAML, for reading only."""
+    text = yaml.safe_dump(tree, sort_keys=False)
+    for title, extra in (comment or {}).items():
+        body = yaml.safe_dump(extra, sort_keys=False).rstrip("\n").splitlines()
+        text += f"# {title}, derived from the keys above (not a config key):\n"
+        text += "".join(f"#   {line}\n" for line in body)
+    return text
+
+
 def save_yaml(cfg: Any, path: str | Path) -> None:
     with open(path, "w") as f:
         yaml.safe_dump(to_dict(cfg), f, sort_keys=False)

@@ -36,8 +36,8 @@ def main(args: argparse.Namespace) -> int:
     known = specaware.list_models()
     unknown = [n for n in args.names if n not in known]
     if unknown:
-        print(f"error: unknown model {', '.join(unknown)}; registered: {', '.join(known)}",
-              file=sys.stderr)
+        from specaware.model.variants import unknown_model_message
+        print(f"error: {unknown_model_message(unknown[0])}", file=sys.stderr)
         return 2
     print(f"{args.bands} bands, {args.tile}x{args.tile} px tiles; pretrain = masked encoder + "
           "decoder + head; encoder = every patch (fine-tuning); embedding = HyperEmbedding + "

@@ -98,4 +98,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"specaware shard: {err}", file=sys.stderr)
         return 2
     _print_report(manifest, args.out)
+    if not manifest["total"]:
+        print(f"specaware shard: wrote no tile to {args.out}: every scene was smaller than one "
+              f"tile or every tile was above --max-invalid {args.max_invalid:.0%} invalid (see "
+              f"the warnings above for each scene)", file=sys.stderr)
+        return 1
     return 0

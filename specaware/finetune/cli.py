@@ -14,8 +14,8 @@ import argparse
 import logging
 import sys
 
-from specaware.config import ConfigError, build
-from specaware.finetune.config import FinetuneConfig
+from specaware.config import ConfigError, build, config_yaml, to_dict
+from specaware.finetune.config import FinetuneConfig, expand_file_lists
 from specaware.training.cli import split_items
 
 
@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(overrides `model.checkpoint`)")
     parser.add_argument("--out", help="output folder (overrides `out`)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML (a valid config file), then exit")
     parser.add_argument("overrides", nargs="*", metavar="CONFIG.yaml|KEY=VALUE",
                         help="config files (after any --config), then overrides, e.g. "
                              "optim.epochs=20 protocol.per_class=10; as in `specaware pretrain`")
@@ -49,9 +51,13 @@ def main(args) -> int:
     files, overrides = split_items(list(args.overrides))
     try:
         cfg = build(FinetuneConfig, list(args.config) + files, overrides + _flag_overrides(args))
+        expand_file_lists(cfg.data)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(config_yaml(to_dict(cfg)), end="")
+        return 0
     try:
         summary = run(cfg)
     except ConfigError as e:

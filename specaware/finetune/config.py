@@ -2,8 +2,11 @@
 defaults here, YAML files in configs/finetune/ override, `key=value` last, unknown keys fail)."""
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass, field
 from typing import Literal, Optional
+
+from specaware.config import ConfigError
 
 Task = Literal["classification", "segmentation", "change"]
 
@@ -108,3 +111,26 @@ class FinetuneConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+FILE_LIST_KEYS = ("images", "images2", "masks")
+
+
+def expand_file_lists(data: DataConfig) -> DataConfig:
+    """Shell-style patterns in the file-list keys (`data.images=scenes/*.tif`) become the
+    sorted list of matching files, so `images` and `masks` pair up by name order. A pattern
+    that matches nothing is an error naming the key: a silently empty list would train on
+    fewer scenes than the user meant."""
+    for key in FILE_LIST_KEYS:
+        out: list[str] = []
+        for item in getattr(data, key):
+            if not glob.has_magic(item):
+                out.append(item)
+                continue
+            found = sorted(glob.glob(item, recursive=True))
+            if not found:
+                raise ConfigError(f"config key 'data.{key}': pattern {item!r} matches no file "
+                                  f"(patterns are expanded relative to the current folder)")
+            out.extend(found)
+        setattr(data, key, out)
+    return data

@@ -21,7 +21,7 @@ from specaware.config import ConfigError, to_dict
 from specaware.data.shard_reader import require_shard_files
 from specaware.finetune import api
 from specaware.finetune.checkpoint import build_head, model_meta, save_finetuned
-from specaware.finetune.config import FinetuneConfig
+from specaware.finetune.config import FinetuneConfig, expand_file_lists
 from specaware.finetune.datasets.collate import collate
 from specaware.finetune.metrics import format_mean_std, save_confusion_csv, summarize
 from specaware.finetune.train import evaluate, fit
@@ -77,7 +77,7 @@ _PATHS = ("image", "image2", "gt", "test_gt", "wavelength", "wavelength2", "imag
 def check_inputs(cfg: FinetuneConfig) -> None:
     """Everything the run will read exists and every key its data.kind needs is set: checked
     before any model is built, with errors naming the config key, the path and the fix."""
-    d, m = cfg.data, cfg.model
+    d, m = expand_file_lists(cfg.data), cfg.model     # data.images=scenes/*.tif
     missing = [f"data.{k}" for k in _REQUIRED[d.kind] if not getattr(d, k)]
     if d.kind == "geotiff" and cfg.task == "change" and not d.images2:
         missing.append("data.images2")

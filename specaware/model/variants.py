@@ -11,6 +11,7 @@ of fine-tuning a quarter of one, while parameters grow 8x in those MLPs.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Callable
 
 from specaware.config import from_dict, merge
@@ -84,6 +85,13 @@ def _nest(overrides: dict) -> dict:
     return out
 
 
+def unknown_model_message(name: str) -> str:
+    """'unknown model ...' with the closest registered names first (a typo names its fix)."""
+    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=2, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown model {name!r}{hint} (registered: {', '.join(_REGISTRY)})"
+
+
 def model_config(name: str, **overrides) -> MAEConfig:
     """Config of a registered variant with overrides applied (unknown keys are errors)."""
     return resolve_model_config(name, overrides)
@@ -93,7 +101,7 @@ def resolve_model_config(name: str, overrides: dict, prefix: str = "") -> MAECon
     """`model_config` with the overrides as a mapping; errors name keys as `prefix` + key (a
     pretraining config passes "model.overrides.", so a typo is reported where the user wrote it)."""
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(_REGISTRY)}")
+        raise KeyError(unknown_model_message(name))
     cfg = merge(_REGISTRY[name](), _nest(overrides), prefix=prefix)
     return dataclasses.replace(cfg, name=name)
 

@@ -10,12 +10,11 @@ whatever their position). Each launcher of launch/ runs this same entry point.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 
-from specaware.config import ConfigError
+from specaware.config import ConfigError, config_yaml
 
 __all__ = ["add_arguments", "main", "split_items"]
 
@@ -23,11 +22,15 @@ __all__ = ["add_arguments", "main", "split_items"]
 def add_arguments(parser) -> None:
     parser.add_argument("items", nargs="*", metavar="CONFIG.yaml|key=value",
                         help="YAML config files, then key=value overrides (e.g. train.steps=100)")
+    parser.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="config file(s), applied in order before positional ones "
+                             "(as in `specaware finetune`)")
     parser.add_argument("--resume", default=None, metavar="auto|PATH",
                         help="'auto': newest complete checkpoint in checkpoint.run_dir (fresh "
                              "start if none); or a checkpoint / run folder")
     parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config and the DeepSpeed dict, then exit")
+                        help="print the resolved config as YAML (a valid config file: save it "
+                             "and pass it back) with the DeepSpeed dict as comments, then exit")
     # the deepspeed launcher passes this; LOCAL_RANK in the environment wins when present
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
                         help=argparse.SUPPRESS)
@@ -52,7 +55,7 @@ def main(args) -> int:
     _logging()
     files, overrides = split_items(args.items)
     try:
-        cfg = load_config(files, overrides)
+        cfg = load_config(list(args.config) + files, overrides)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -60,8 +63,12 @@ def main(args) -> int:
         from specaware.training.ds_config import make_ds_config
         from specaware.training.trainer import PRESET_DIR
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        print(json.dumps({"config": resolved(cfg),
-                          "deepspeed": make_ds_config(cfg, world, PRESET_DIR)}, indent=1))
+        try:
+            ds = make_ds_config(cfg, world, PRESET_DIR)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(config_yaml(resolved(cfg), comment={f"deepspeed (world size {world})": ds}), end="")
         return 0
     from specaware.training.trainer import run
     try:

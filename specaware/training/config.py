@@ -152,10 +152,9 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
 def model_config(cfg: PretrainConfig):
     """The MAEConfig that `model.name` + `model.overrides` resolve to; a bad name or override
     is a ConfigError naming the key as written in the pretraining config."""
-    from specaware.model.variants import list_models, resolve_model_config
+    from specaware.model.variants import list_models, resolve_model_config, unknown_model_message
     if cfg.model.name not in list_models():
-        raise ConfigError(f"config key 'model.name': unknown model {cfg.model.name!r}; "
-                          f"registered: {', '.join(list_models())}")
+        raise ConfigError(f"config key 'model.name': {unknown_model_message(cfg.model.name)}")
     return resolve_model_config(cfg.model.name, cfg.model.overrides, prefix="model.overrides.")
 
 
