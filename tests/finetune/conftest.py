@@ -1,5 +1,6 @@
-"""Fine-tuning tests run on the real `specaware_debug` model when it is importable, else on a
-tiny stand-in with the same encoder surface (tests/finetune/standin.py)."""
+"""Fine-tuning tests run on the real `specaware_debug` model. A broken model must fail them,
+so there is no silent fallback: a test that wants the tiny stand-in encoder of
+tests/finetune/standin.py asks for the `standin_encoder` fixture by name."""
 import sys
 from pathlib import Path
 
@@ -8,17 +9,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def real_model_available() -> bool:
-    try:
-        import specaware
-        return "specaware_debug" in specaware.list_models()
-    except Exception:
-        return False
+@pytest.fixture
+def standin_encoder(monkeypatch):
+    """Build encoders with the stand-in (same surface as the real encoder, a few hundred
+    parameters) for a test that checks fine-tuning logic apart from the model."""
+    from standin import build_standin
 
-
-@pytest.fixture(autouse=True)
-def _encoder_builder(monkeypatch):
-    if not real_model_available():
-        from standin import build_standin
-        from specaware.finetune import api
-        monkeypatch.setattr(api, "build_model", build_standin)
+    from specaware.finetune import api
+    monkeypatch.setattr(api, "build_model", build_standin)
+    return build_standin

@@ -12,6 +12,7 @@ Real runs of `specaware_debug` on tiny real shards, one per launcher/stage, shar
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,7 +142,8 @@ def test_progress_line_with_eta_is_printed(zero1):
 def test_killed_run_leaves_interrupted_checkpoint_that_resume_ignores(crashed):
     result, _ = crashed
     assert result.returncode != 0
-    assert f"exitcode  : {EXIT_CODE}" in result.output or str(EXIT_CODE) in result.output
+    # torchrun's failure summary names the rank's own exit code: the injected kill, not a crash
+    assert re.search(rf"exitcode\s*:\s*{EXIT_CODE}\b", result.output), result.output[-2000:]
     root = result.run_dir / "checkpoints"
     assert (root / f".tmp-{checkpoint.step_name(STEPS)}").is_dir()
     assert [p.name for p in checkpoint.list_complete(result.run_dir)] == [
