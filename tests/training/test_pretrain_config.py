@@ -6,6 +6,7 @@ import argparse
 import json
 
 import pytest
+import yaml
 
 from specaware.config import ConfigError
 from specaware.training import cli
@@ -80,13 +81,14 @@ def test_training_without_shards_says_how_to_get_some(capsys):
     assert rc == 2 and "data.shards" in err and "specaware synth" in err
 
 
-def test_print_config_shows_resolved_config_and_deepspeed_dict(capsys):
+def test_print_config_shows_resolved_config_and_deepspeed_dict_as_comments(capsys):
     rc, out, _ = run_cli(capsys, DEBUG_YAML, "deepspeed.zero_stage=3", "data.batch_size=3",
                          "train.grad_accum=2", print_config=True)
     assert rc == 0
-    shown = json.loads(out)
-    assert shown["config"]["deepspeed"]["zero_stage"] == 3
-    ds = shown["deepspeed"]
+    shown = yaml.safe_load(out)                   # the config itself; the DeepSpeed dict is
+    assert shown["deepspeed"]["zero_stage"] == 3  # the commented block that follows it
+    block = out.split("# deepspeed (world size 1)", 1)[1].split("\n", 1)[1]
+    ds = yaml.safe_load("\n".join(line[4:] for line in block.splitlines()))
     assert ds["zero_optimization"]["stage"] == 3
     assert ds["train_micro_batch_size_per_gpu"] == 3 and ds["gradient_accumulation_steps"] == 2
     assert ds["train_batch_size"] == 6          # world size 1 outside a launcher
