@@ -108,10 +108,14 @@ def test_hub_batch_features_match_the_saved_model(tmp_path):
 def test_checkpoint_folder_exports_to_a_hub_folder(tmp_path):
     """A stage-0 pretraining checkpoint goes through `specaware export` (pickle allow-list,
     strict verification) into a hub folder holding the same weights."""
-    from tests.finetune.test_api import write_checkpoint_folder
     path, model = write_export(tmp_path)
     meta = json.loads(path.with_suffix(".json").read_text())
-    write_checkpoint_folder(tmp_path / "run", model, meta, step=5)
+    step = tmp_path / "run" / "checkpoints" / "step_00000005"     # as `specaware pretrain` writes
+    (step / "ds").mkdir(parents=True)
+    torch.save({"module": model.state_dict()}, step / "ds" / "mp_rank_00_model_states.pt")
+    (step / "trainer_state.json").write_text(json.dumps(
+        {"step": 5, "model": "specaware_debug", "model_config": meta["model_config"]}))
+    (step / "complete").write_text("{}")
     folder = hub.export_hub(tmp_path / "run", tmp_path / "out" / "hub")
     encoder = specaware.load_pretrained(folder)
     _same_weights(model.encoder, encoder)
