@@ -3,7 +3,6 @@ contradict the typed config, and the DeepSpeed dict follows from it."""
 from __future__ import annotations
 
 import argparse
-import json
 
 import pytest
 import yaml
