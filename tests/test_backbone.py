@@ -159,3 +159,9 @@ def test_real_terratorch_registry_when_installed():
     register_terratorch()
     bb = reg.BACKBONE_REGISTRY.build("terratorch_specaware_debug", sensor="sentinel-2a")
     assert bb.out_channels == [64] * len(bb.out_indices)
+
+
+def test_encoder_called_on_a_tensor_points_to_the_backbone():
+    mae = specaware.create_model("specaware_debug")
+    with pytest.raises(TypeError, match="features_only=True"):
+        mae.encoder(torch.zeros(1, 4, 16, 16))

@@ -10,6 +10,7 @@ Letters: b batch, c bands, n patches, p patch pixels (k*k).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -100,6 +101,11 @@ def prepare_inputs(batch: dict, patch_size: int, sensors: Vocabulary,
 
     strict_units: refuse micrometre wavelengths instead of converting them (None: the
     SPECAWARE_STRICT_UNITS environment variable decides; see specaware.model.units)."""
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"the encoder takes a batch dict (image, wavelength nm, fwhm nm, gsd m; "
+                        f"docs/INTERFACES.md), got {type(batch).__name__}; for image tensors "
+                        "build a backbone: specaware.create_model(name, features_only=True, "
+                        "wavelengths=[nm], gsd=m) or sensor=NAME")
     missing = [k for k in REQUIRED_KEYS if k not in batch]
     if missing:
         raise KeyError(f"batch lacks {missing}; the model needs image, wavelength (nm), "
