@@ -193,7 +193,8 @@ def decode_sample(npy, header, key: str | None = None) -> dict[str, Any]:
         raise SampleDecodeError(f"sample '{name}': unsupported array dtype {data.dtype}")
     valid = pixel_valid & band_valid[:, None, None]
     image = np.where(valid, image, np.float32(0))
-    meta = {"key": name, **{k: header.get(k) for k in _JSON_META}, **(header.get("meta") or {})}
+    meta = {"key": name, **{k: header.get(k) for k in _JSON_META},
+            **(header.get("meta") or {})}
     meta["descriptors"] = meta["descriptors"] or {}
     sample = {"image": image, "valid": valid, "wavelength": wl,
               "fwhm": np.asarray(header["fwhm"], dtype=np.float32),

@@ -2,7 +2,11 @@
 
 Prints counts per sensor and band count, shard sizes (checked against the tar contents),
 the tiling report, descriptor strata, and, from a decoded sample of tiles, the invalid
-fraction and value range, plus a few sample keys. Broken members are counted, not fatal.
+fraction and value range, plus a few sample keys. Problems (exit code 1) are what training
+would skip or choke on: unreadable or short shards, samples that do not decode, bad band
+metadata (NaN gsd/FWHM, gsd <= 0, implausible or repeated wavelengths, 0 bands), off-size tiles,
+NaN/inf pixels marked valid and values large enough to overflow a loss. It never crashes on a
+malformed header: that is a problem line naming the sample.
 """
 from __future__ import annotations
 
@@ -39,40 +43,77 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="cap on how much more often a small stratum is drawn (10)")
 
 
-def _tar_members(path: Path) -> tuple[dict[str, dict[str, bytes]] | None, str | None]:
-    """{key: {ext: payload}} of a shard, or (None, error) when it cannot be read."""
-    samples: dict[str, dict[str, bytes]] = {}
+def _tar_members(path: Path, keep: int | None
+                 ) -> tuple[int | None, list[tuple[str, dict[str, bytes]]], str | None]:
+    """(sample count, (key, payloads {ext: bytes}) of the first `keep` samples (None = all),
+    error) of a shard; only the kept payloads are read, so a large set is listed, not loaded."""
+    keys: set[str] = set()
+    payloads: dict[str, dict[str, bytes]] = {}
     try:
         with tarfile.open(path) as tar:
             for member in tar:
                 if not member.isfile():
                     continue
-                key, _, ext = member.name.partition(".")
-                samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
+                key, _, ext = Path(member.name).name.partition(".")
+                keys.add(key)
+                if key in payloads or keep is None or len(payloads) < keep:
+                    payloads.setdefault(key, {})[ext] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as err:
-        return None, f"{path.name}: {err}"
-    return samples, None
+        return None, list(payloads.items()), f"{path.name}: {err}"
+    return len(keys), list(payloads.items()), None
 
 
-def _decode_stats(samples: list[dict[str, bytes]], limit: int) -> dict[str, Any]:
-    """Invalid fraction over the signal bands (band_valid True), share of flagged bands and
-    value range of up to `limit` decoded samples."""
+# values far beyond reflectance (~0-1) or radiance (~0-1000): a loss over them overflows
+EXTREME_VALUE = 1e6
+
+
+def _decode_one(key: str, members: dict[str, bytes], tile: int | None
+                ) -> tuple[dict | None, str | None]:
+    """(decoded sample with its `band_valid` [C], None) or (None, the reason it would be
+    skipped in training, naming the key)."""
+    try:
+        s = decode_sample(members.get("npy", b""), members.get("json", b"{}"), key)
+        header = json.loads(members["json"])
+    except Exception as err:  # noqa: BLE001 - inspect reports every broken sample, never crashes
+        return None, str(err) if isinstance(err, SampleDecodeError) else \
+            f"sample '{key}': {type(err).__name__}: {err}"
+    s["band_valid"] = np.asarray(header["band_valid"], dtype=bool)
+    h, w = s["image"].shape[1:]
+    if tile and (h, w) != (tile, tile):
+        return None, (f"sample '{s['meta']['key']}': {h}x{w} tile in a shard set of "
+                      f"{tile}x{tile} tiles (skipped in training)")
+    return s, None
+
+
+def _decode_stats(samples: list[tuple[str, dict[str, bytes]]], limit: int,
+                  tile: int | None = None) -> dict[str, Any]:
+    """Invalid fraction over the signal bands (band_valid True), share of flagged bands, value
+    range, non-finite and extreme values among valid pixels of up to `limit` decoded samples,
+    and the samples training would skip (with the reason, naming the key)."""
     invalid, flagged, low, high, broken = [], [], np.inf, -np.inf, []
-    for members in samples[:limit or None]:
-        try:
-            header = json.loads(members.get("json", b"{}"))
-            s = decode_sample(members.get("npy", b""), header)
-        except (SampleDecodeError, ValueError) as err:
-            broken.append(str(err))
+    nonfinite, extreme = [], []
+    for key, members in samples[:limit or None]:
+        s, problem = _decode_one(key, members, tile)
+        if s is None:
+            broken.append(problem)
             continue
-        band_valid = np.asarray(header["band_valid"], dtype=bool)
+        band_valid = s["band_valid"]
         signal = s["valid"][band_valid]
         invalid.append(1.0 - float(signal.mean()) if signal.size else 1.0)
         flagged.append(1.0 - float(band_valid.mean()))
-        if s["valid"].any():
-            values = s["image"][s["valid"]]
+        values = s["image"][s["valid"]]
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            nonfinite.append(f"sample '{s['meta']['key']}': {bad} NaN/inf pixels marked valid")
+        values = values[np.isfinite(values)]
+        if values.size:
             low, high = min(low, float(values.min())), max(high, float(values.max()))
-    return {"decoded": len(invalid), "broken": broken,
+            peak = float(np.abs(values).max())
+            if peak > EXTREME_VALUE:
+                extreme.append(f"sample '{s['meta']['key']}': valid values up to {peak:.3g}, "
+                               f"far beyond reflectance or radiance (a loss over them overflows)")
+    return {"decoded": len(invalid), "broken": broken, "nonfinite": nonfinite,
+            "extreme": extreme,
             "invalid_fraction_mean": float(np.mean(invalid)) if invalid else None,
             "flagged_band_fraction_mean": float(np.mean(flagged)) if flagged else None,
             "value_range": [low, high] if invalid and np.isfinite(low) else None}
@@ -86,15 +127,16 @@ def summarise(shard_dir, samples: int = 64, keys: int = 5) -> dict[str, Any]:
     manifest = read_manifest(shard_dir)
     shards, errors, decoded_pool = [], [], []
     for entry in manifest["shards"]:
-        members, error = _tar_members(shard_dir / entry["name"])
+        want = None if not samples else max(samples - len(decoded_pool), 0)
+        found, members, error = _tar_members(shard_dir / entry["name"], want)
         if error:
             errors.append(error)
-        found = None if members is None else len(members)
         shards.append({"name": entry["name"], "count": entry["count"], "found": found})
-        decoded_pool += list((members or {}).values())
+        decoded_pool += members
     tiles = manifest.get("tiles", [])
-    strata = {k: dict(Counter(str(t.get("descriptors", {}).get(k)) for t in tiles))
-              for k in STRATA_KEYS if any(k in t.get("descriptors", {}) for t in tiles)}
+    strata = {k: dict(Counter(str(_descriptors(t).get(k)) for t in tiles))
+              for k in STRATA_KEYS if any(k in _descriptors(t) for t in tiles)}
+    tile = manifest.get("tile") if isinstance(manifest.get("tile"), int) else None
     return {
         "dir": str(shard_dir), "total": manifest["total"], "sensors": manifest["sensors"],
         "band_counts": manifest["band_counts"], "bounds": manifest.get("bounds"),
@@ -104,8 +146,13 @@ def summarise(shard_dir, samples: int = 64, keys: int = 5) -> dict[str, Any]:
         "mismatched_shards": [s["name"] for s in shards
                               if s["found"] is not None and s["found"] != s["count"]],
         "strata": strata, "keys": [t["key"] for t in tiles[:keys]],
-        "decoded": _decode_stats(decoded_pool, samples),
+        "decoded": _decode_stats(decoded_pool, samples, tile),
     }
+
+
+def _descriptors(row: dict[str, Any]) -> dict[str, Any]:
+    value = row.get("descriptors")
+    return value if isinstance(value, dict) else {}
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -124,9 +171,13 @@ def _print_summary(s: dict[str, Any]) -> None:
     d = s["decoded"]
     if d["decoded"]:
         lo, hi = d["value_range"] or (float("nan"), float("nan"))
-        print(f"decoded {d['decoded']} tiles: invalid fraction {d['invalid_fraction_mean']:.3f} "
+        skipped = f" ({len(d['broken'])} more would be skipped in training)" if d["broken"] else ""
+        print(f"decoded {d['decoded']} tiles{skipped}: invalid fraction "
+              f"{d['invalid_fraction_mean']:.3f} "
               f"of signal bands, {d['flagged_band_fraction_mean']:.1%} of bands flagged "
               f"(absorption), values {lo:.4g}..{hi:.4g}")
+    elif d["broken"]:
+        print(f"none of the {len(d['broken'])} tiles read decodes (see the problems)")
     print("sample keys: " + ", ".join(s["keys"]))
 
 
@@ -134,7 +185,7 @@ def _problems(s: dict[str, Any]) -> list[str]:
     out = list(s["shard_errors"])
     out += [f"{n}: manifest count differs from the tar contents"
             for n in s["mismatched_shards"]]
-    out += s["decoded"]["broken"]
+    out += s["decoded"]["broken"] + s["decoded"]["nonfinite"] + s["decoded"]["extreme"]
     return out
 
 
@@ -158,6 +209,11 @@ def main(args: argparse.Namespace) -> int:
         curation = _curation(args)
     except (FileNotFoundError, ValueError) as err:
         print(f"specaware inspect: {err}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError, AttributeError) as err:  # a manifest.json of the wrong shape
+        print(f"specaware inspect: {Path(args.dir) / 'manifest.json'} is malformed "
+              f"({type(err).__name__}: {err}); re-create the shard set with `specaware shard`",
+              file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(summary if curation is None else {**summary, "curation": curation},

@@ -86,7 +86,8 @@ BAD_METADATA = {
     "negative_fwhm": lambda h: {**h, "fwhm": [-5.0] + h["fwhm"][1:]},
     "wavelength_in_micrometres": lambda h: {**h, "wavelength": [w / 1000 for w in h["wavelength"]]},
     "wavelength_above_15um": lambda h: {**h, "wavelength": h["wavelength"][:-1] + [20000.0]},
-    "duplicated_wavelength": lambda h: {**h, "wavelength": [h["wavelength"][1]] + h["wavelength"][1:]},
+    "duplicated_wavelength": lambda h: {**h, "wavelength": [h["wavelength"][1]]
+                                        + h["wavelength"][1:]},
     "null_wavelength": lambda h: {**h, "wavelength": None},
     "list_meta": lambda h: {**h, "meta": [1, 2]},
     "nan_scale": lambda h: {**h, "scale": math.nan},
