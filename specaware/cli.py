@@ -92,6 +92,9 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         where = err.filename or "the output folder"
         return f"no space left on device while writing {where}"
+    if type(err).__name__ == "RasterioIOError" and "No such file" not in text:
+        text += (" (not a readable raster: empty, truncated or not a format GDAL reads; check "
+                 "the file, re-download or convert it)")
     return f"{type(err).__name__}: {text}"
 
 

@@ -5,6 +5,7 @@ the deepspeed launcher may put `--local_rank=N` before the other arguments, whic
 `specaware` dispatcher would take for a command name.
 """
 import argparse
+import os
 import sys
 
 from specaware.training import cli
@@ -15,4 +16,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m specaware.training",
                                      description="pretrain the masked autoencoder with DeepSpeed")
     cli.add_arguments(parser)
-    sys.exit(cli.main(parser.parse_intermixed_args()))
+    debug = "--debug" in sys.argv or os.environ.get("SPECAWARE_DEBUG") == "1"
+    args = parser.parse_intermixed_args([a for a in sys.argv[1:] if a != "--debug"])
+    try:
+        sys.exit(cli.main(args))
+    except Exception as err:  # noqa: BLE001 - as `specaware`: one line per rank, or --debug
+        if debug:
+            raise
+        from specaware.cli import one_line
+        print(f"specaware pretrain: error: {one_line(err)} (run again with --debug for the "
+              "traceback)", file=sys.stderr)
+        sys.exit(1)
