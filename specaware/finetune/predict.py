@@ -25,6 +25,7 @@ from specaware.finetune.checkpoint import load_finetuned
 from specaware.finetune.datasets.collate import collate, to_device
 from specaware.finetune.datasets.geotiff import RasterInfo
 from specaware.finetune.datasets.protocol import tile_windows
+from specaware.finetune.range_check import range_warning
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def _preview_title(args, task: str) -> str:
 def main(args) -> int:
     from specaware.finetune.plots import save_map_png
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("rasterio").setLevel(logging.WARNING)  # GDAL's echo of our own errors
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
     model, meta = load_finetuned(args.checkpoint, map_location=str(device))
@@ -164,17 +166,24 @@ def main(args) -> int:
                              normalization=data.get("normalization") or {"normalize": "none"})]
     if meta["task"] == "change":
         if not args.scene2:
-            raise SystemExit("a change checkpoint needs --scene2 (the second date)")
+            raise SystemExit("error: a change checkpoint needs --scene2 (the second date)")
         infos.append(RasterInfo.open(args.scene2, args.sensor2 or args.sensor,
                                      args.wavelength2 or args.wavelength,
                                      normalization=data.get("normalization_t2") or
                                      data.get("normalization") or {"normalize": "none"}))
         if infos[1].shape != infos[0].shape:
-            raise SystemExit(f"{args.scene} {infos[0].shape} and {args.scene2} {infos[1].shape} "
+            raise SystemExit(f"error: {args.scene} {infos[0].shape} and {args.scene2} "
+                             f"{infos[1].shape} "
                              "differ in size: resample both dates onto one grid first")
     tile = args.tile or int(data.get("tile", 64))
+    warnings = [w for w in (range_warning(i.path, i.normalization) for i in infos) if w]
+    for w in warnings:
+        log.warning("%s", w)
     out = predict_scene(model, meta, infos, Path(args.out), tile, args.overlap,
                         args.batch_size, device)
+    if warnings:                    # the map carries the warning wherever it is copied
+        with rasterio.open(out, "r+") as ds:
+            ds.update_tags(SPECAWARE_WARNING=" | ".join(warnings))
     if not args.no_preview:
         with rasterio.open(out) as ds:
             step = max(1, max(ds.height, ds.width) // 2048)

@@ -84,8 +84,19 @@ def fit_normalization(image: np.ndarray, mode: str, name: str = "") -> dict:
     `auto`: a cube whose 99.9th percentile exceeds 1.5 (integer-scaled reflectance such as the
     0..10000 of the .mat benchmarks) is divided by the power of ten above that percentile;
     `minmax`: global min/max to 0..1; `standard`: per-band zero mean, unit std; `none`.
+    `range` is the [0.1, 99.9] percentile span of the cube after normalisation: what the model
+    saw, against which prediction checks a new scene (specaware/finetune/range_check.py).
     The returned dict travels in fine-tuned checkpoints so prediction replays it exactly.
     """
+    how = _fit(image, mode, name)
+    seen = apply_normalization(image, how)
+    seen = seen[np.isfinite(seen)]
+    if seen.size:
+        how["range"] = [float(v) for v in np.percentile(seen, [0.1, 99.9])]
+    return how
+
+
+def _fit(image: np.ndarray, mode: str, name: str) -> dict:
     if mode == "none":
         return {"normalize": "none"}
     if mode == "auto":
