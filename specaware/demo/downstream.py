@@ -20,6 +20,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window, transform as window_transform
 
+from specaware.naming import safe_name
 from specaware.synth.write import read_labels, write_image
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def write_class_tiles(data: TaskData, out: Path, tile: int, purity: float,
         with rasterio.open(image) as src:
             wl, fw, band_names = _band_table(src)
             for r, c, k in tile_labels(labels, tile, purity):
-                name = names[k]
+                name = safe_name(names[k])   # a folder per class: the name comes from data
                 if counts.get(name, 0) >= max_per_class:
                     continue
                 win = Window(c, r, tile, tile)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from specaware.naming import inside, safe_name
+
 NODATA_RGB = (0, 0, 0)
 
 
@@ -74,7 +76,7 @@ def reconstruction_panels(export: Path, shards: Path, out_dir: Path, seed: int =
         out = model(batch)
         made[sensor] = render_panel(
             batch, out.pred.float(), out.mask, model.config.patch_size,
-            Path(out_dir) / f"recon_{sensor}.png", max_rows=rows,
+            inside(out_dir, f"recon_{safe_name(sensor)}", ".png"), max_rows=rows,
             title=f"{sensor}: {batch['band_mask'][0].sum().item()} bands, "
                   f"{out.mask.float().mean():.0%} of patches hidden, model step {meta.get('step')}")
     return made
