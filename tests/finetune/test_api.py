@@ -212,7 +212,8 @@ def test_export_refuses_a_checkpoint_file_that_is_no_torch_archive(tmp_path):
     path, model = write_export(tmp_path)
     meta = json.loads(path.with_suffix(".json").read_text())
     write_checkpoint_folder(tmp_path / "run", model, meta, step=5)
-    states = tmp_path / "run" / "checkpoints" / "step_00000005" / "ds" / "mp_rank_00_model_states.pt"
+    states = (tmp_path / "run" / "checkpoints" / "step_00000005" / "ds"
+              / "mp_rank_00_model_states.pt")
     states.write_bytes(states.read_bytes()[:1000])
     from specaware.training.checkpoint import CheckpointReadError
     with pytest.raises(CheckpointReadError, match="not a complete torch archive") as err:
