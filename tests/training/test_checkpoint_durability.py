@@ -1,0 +1,121 @@
+"""Durable checkpoints without DeepSpeed (a stand-in engine writes torch.save files as DeepSpeed
+does): every file and folder is flushed before the marker, a full disk says so and where,
+leftovers of interrupted saves go away, and `--resume auto` steps over an unreadable newest
+checkpoint to the previous one."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from specaware.training import checkpoint
+
+ENV = SimpleNamespace(is_main=True, rank=0, world_size=1)
+
+
+class FakeEngine:
+    """Writes DeepSpeed's layout (TAG/mp_rank_00_model_states.pt) with torch.save; `fail` makes
+    the write raise like a full disk does inside torch.save."""
+
+    def __init__(self, fail: Exception | None = None):
+        self.fail = fail
+
+    def save_checkpoint(self, path, tag, client_state, save_latest):
+        folder = Path(path) / tag
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.fail is not None:
+            (folder / "mp_rank_00_model_states.pt").write_bytes(b"PK\x03\x04partial")
+            raise self.fail
+        torch.save({"module": {"w": torch.arange(4.0)}, **client_state},
+                   folder / "mp_rank_00_model_states.pt")
+
+
+def _save(run_dir, step, engine=None):
+    return checkpoint.save(engine or FakeEngine(), run_dir, step, {"config": {"a": 1}}, ENV)
+
+
+def test_every_file_and_folder_is_flushed_before_the_marker(tmp_path, monkeypatch):
+    synced, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    final = _save(tmp_path, 5)
+    tmp = str(tmp_path / "checkpoints" / ".tmp-step_00000005")
+    marker = synced.index(f"{tmp}/{checkpoint.MARKER}")
+    before = set(synced[:marker])
+    for name in ("ds/mp_rank_00_model_states.pt", "rng/rank_00000.safetensors",
+                 "trainer_state.json", "config.yaml", "ds", "rng", ""):
+        assert f"{tmp}/{name}".rstrip("/") in before, name
+    assert synced[-1] == str(final.parent)          # the rename itself is made durable
+    assert checkpoint.is_complete(final)
+
+
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed "
+                 "writing file data/0: file write failed"),
+])
+def test_full_disk_names_the_folder_and_keeps_the_previous_checkpoint(tmp_path, error):
+    previous = _save(tmp_path, 5)
+    with pytest.raises(checkpoint.CheckpointWriteError) as err:
+        _save(tmp_path, 10, FakeEngine(fail=error))
+    msg = str(err.value)
+    assert "no space left on device" in msg and ".tmp-step_00000010" in msg and "GiB free" in msg
+    assert err.value.errno == errno.ENOSPC
+    assert not (tmp_path / "checkpoints" / ".tmp-step_00000010").exists()
+    assert checkpoint.find_latest(tmp_path) == previous
+
+
+def test_other_write_errors_propagate_unchanged(tmp_path):
+    with pytest.raises(PermissionError):
+        _save(tmp_path, 5, FakeEngine(fail=PermissionError("read-only file system")))
+
+
+def test_partial_folders_are_removed_when_the_next_run_starts(tmp_path, caplog):
+    done = _save(tmp_path, 5)
+    partial = tmp_path / "checkpoints" / ".tmp-step_00000010"
+    (partial / "ds").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint.remove_partial(tmp_path) == [partial]
+    assert not partial.exists() and done.is_dir()
+    assert any("interrupted checkpoint save" in r.message for r in caplog.records)
+
+
+def _damage(ckpt: Path, how: str) -> None:
+    states = ckpt / checkpoint.DS_TAG / "mp_rank_00_model_states.pt"
+    if how == "truncated":
+        states.write_bytes(states.read_bytes()[: states.stat().st_size // 2])
+    elif how == "garbage":
+        states.write_bytes(b"\x00" * 512)
+    elif how == "rng":
+        (ckpt / "rng" / "rank_00000.safetensors").write_bytes(b"{not safetensors")
+    else:
+        (ckpt / checkpoint.STATE_FILE).write_text("{")
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "rng", "state"])
+def test_resume_auto_falls_back_past_an_unreadable_newest_checkpoint(tmp_path, caplog, how):
+    older, newest = _save(tmp_path, 5), _save(tmp_path, 10)
+    assert checkpoint.resolve_resume("auto", tmp_path) == newest
+    _damage(newest, how)
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint.resolve_resume("auto", tmp_path) == older
+    warned = [r.message for r in caplog.records if "falling back" in r.message]
+    assert len(warned) == 1 and str(newest) in warned[0]
+    with pytest.raises(checkpoint.CheckpointReadError, match="cannot be read") as err:
+        checkpoint.resolve_resume(str(newest), tmp_path)       # an explicit path: no fallback
+    assert "\n" not in str(err.value)
+
+
+def test_resume_auto_with_no_readable_checkpoint_refuses_instead_of_starting_over(tmp_path):
+    only = _save(tmp_path, 5)
+    _damage(only, "truncated")
+    with pytest.raises(checkpoint.CheckpointReadError, match="none of the 1 complete"):
+        checkpoint.resolve_resume("auto", tmp_path)
