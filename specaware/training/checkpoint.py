@@ -5,6 +5,8 @@ Layout under `run_dir/checkpoints/`:
     step_00000500/            a complete checkpoint
         ds/                   DeepSpeed's files (model + partitioned optimizer states)
         rng/rank_00000.safetensors   torch/CUDA/numpy/python RNG of each rank
+        experts/ep_rank_00000.safetensors   with deepspeed.expert_parallel > 1: the fp32
+                              experts of each expert-parallel rank (expert_parallel.py)
         trainer_state.json    step, data-stream position, model config, resolved config
         config.yaml           the resolved config, for humans
         complete              marker, written last
@@ -41,7 +43,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from specaware.training import distributed
+from specaware.training import distributed, expert_parallel
 from specaware.training.faults import fault_point
 
 log = logging.getLogger(__name__)
@@ -239,6 +241,7 @@ def save(engine, run_dir: str | Path, step: int, state: dict, env, *, keep_last:
     with _reporting_write_errors(tmp, env):
         engine.save_checkpoint(str(tmp), tag=DS_TAG, client_state={"step": step},
                                save_latest=False)
+        expert_parallel.save_experts(engine.module, tmp)     # experts/: split experts, if any
         tensors, meta = rng_state()
         _rng_path(tmp, env.rank).parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(_rng_path(tmp, env.rank)), metadata=meta)
@@ -357,6 +360,7 @@ def load(engine, ckpt: str | Path, env) -> dict:
     if path is None:
         raise RuntimeError(f"DeepSpeed found no checkpoint in {ckpt / DS_TAG}; the folder is "
                            "damaged: delete it (resume auto then picks the previous one)")
+    expert_parallel.load_experts(engine.module, ckpt)    # DeepSpeed left rank 0's in each
     state = read_state(ckpt)
     if state.get("world_size", env.world_size) != env.world_size:
         log.warning("checkpoint %s was written by %s processes, resuming on %d: the data "

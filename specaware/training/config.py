@@ -16,6 +16,7 @@ from typing import Any, Literal
 from specaware.config import ConfigError, build, merge, to_dict
 from specaware.data.shard_reader import require_shard_files
 from specaware.data.views import ViewConfig
+from specaware.training import expert_parallel
 
 __all__ = ["PretrainConfig", "load_config", "validate", "ConfigError"]
 
@@ -72,6 +73,9 @@ class DeepSpeedSection:
     precision: Literal["fp32", "bf16"] = "fp32"
     preset: str = ""                       # optional YAML of extra DeepSpeed keys (configs/deepspeed)
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on GPU, gloo on CPU
+    # ranks that split each Soft-MoE layer's experts (slots by all-to-all); 1 = all on every
+    # rank. Must divide the world size and every layer's expert count; ZeRO 1 or 2 only.
+    expert_parallel: int = 1
 
 
 @dataclass
@@ -141,7 +145,9 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
     mr = cfg.model.mask_ratio
     _check(mr is None or 0.0 < mr < 1.0, "model.mask_ratio", "must be in (0, 1) or null")
     _check(bool(cfg.checkpoint.run_dir), "checkpoint.run_dir", "must name a folder")
-    model_config(cfg)                       # model.name and model.overrides, before any set-up
+    mc = model_config(cfg)                  # model.name and model.overrides, before any set-up
+    expert_parallel.check_config(cfg.deepspeed.expert_parallel, cfg.deepspeed.zero_stage,
+                                 lambda: _mae(mc))
     cur = cfg.data.curation
     _check(cur.drop_quantile is None or 0.0 <= cur.drop_quantile < 1.0,
            "data.curation.drop_quantile", "must be in [0, 1) or null")
@@ -156,6 +162,11 @@ def model_config(cfg: PretrainConfig):
     if cfg.model.name not in list_models():
         raise ConfigError(f"config key 'model.name': {unknown_model_message(cfg.model.name)}")
     return resolve_model_config(cfg.model.name, cfg.model.overrides, prefix="model.overrides.")
+
+
+def _mae(mc):
+    from specaware.model.mae import MaskedAutoencoder
+    return MaskedAutoencoder(mc)
 
 
 def view_config(views: ViewConfig | dict | None) -> ViewConfig | None:

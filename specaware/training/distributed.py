@@ -185,15 +185,73 @@ def register_zero3_external(model: torch.nn.Module) -> list[str]:
     return handled
 
 
+def expert_parallel_group(n: int):
+    """This rank's expert-parallel group of size n (DeepSpeed's "E + D" layout: ranks
+    [k*n, (k+1)*n) share one copy of the experts; expert_parallel.py draws the picture).
+    Creates DeepSpeed's expert and expert-data-parallel groups on first use (collective)."""
+    from deepspeed.utils import groups
+
+    name = f"ep_size_{n}"
+    if name not in groups._get_expert_parallel_group_dict():
+        groups._create_expert_and_data_parallel(n)
+    return groups._get_expert_parallel_group(name)
+
+
+def _has_expert_params(model: torch.nn.Module) -> bool:
+    from deepspeed.moe.utils import is_moe_param
+    return any(is_moe_param(p) for p in model.parameters())
+
+
+def _expert_aware_engine(model, optimizer, lr_scheduler, ds_config: dict):
+    """What `deepspeed.initialize` does for our case (plain module, no mpu/mesh), with an
+    engine that recognises expert weights by their tags.
+
+    DeepSpeed switches its expert paths on (`has_moe_layers`: ZeRO partitions and reduces the
+    `moe` optimizer groups over the expert-data-parallel group and adds the expert gradient
+    norms of all ranks before clipping; the bf16 optimizer reduces them the same way) only
+    when it finds its own top-k `deepspeed.moe.layer.MoE` (or AutoEP) modules. Our Soft-MoE
+    layers tag their weights with the attributes those paths read (`allreduce=False`,
+    `group_name`), so the engine below turns the switch on from the tags instead.
+    """
+    import deepspeed
+    from deepspeed import DeepSpeedConfig, set_optimizer_flags, zero
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    class ExpertAwareEngine(DeepSpeedEngine):
+        def _configure_distributed_model(self, model):
+            super()._configure_distributed_model(model)   # broadcasts experts per group
+            from moe.parallel import ExpertParallelSoftMoE
+            self.has_moe_layers = True
+            self.num_experts = [m.num_experts for m in self.module.modules()
+                                if isinstance(m, ExpertParallelSoftMoE)]
+
+    zero.partition_parameters.shutdown_init_context()
+    config_class = DeepSpeedConfig(ds_config, None, mesh_device=None)
+    set_optimizer_flags(config_class, model)
+    engine = ExpertAwareEngine(args=None, model=model, optimizer=optimizer,
+                               lr_scheduler=lr_scheduler, config=ds_config,
+                               config_class=config_class)
+    zero.partition_parameters.restore_init_context()
+    engine._configure_python_gc()
+    log.info("DeepSpeed %s engine with expert-parallel weights (%s experts per layer)",
+             deepspeed.__version__, engine.num_experts)
+    return engine, engine.lr_scheduler
+
+
 def initialize(model, optimizer, lr_scheduler, ds_config: dict):
     """`deepspeed.initialize` on a finished model; returns (engine, lr_scheduler).
 
     Call `promote_scalar_params(model)` before building the optimizer (it holds the params).
+    A model holding expert-parallel weights (expert_parallel.shard_model) gets an engine that
+    reduces them over their expert-data-parallel group (`_expert_aware_engine`).
     """
     import deepspeed
 
-    engine, _, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, config=ds_config)
+    if _has_expert_params(model):
+        engine, scheduler = _expert_aware_engine(model, optimizer, lr_scheduler, ds_config)
+    else:
+        engine, _, _, scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, config=ds_config)
     if ds_config.get("zero_optimization", {}).get("stage") == 3:
         handled = register_zero3_external(engine.module)
         if handled:

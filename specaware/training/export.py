@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from specaware.training import checkpoint, pickle_guard
+from specaware.training import checkpoint, expert_parallel, pickle_guard
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,17 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def consolidate(ckpt: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """fp32 state dict of the model in checkpoint folder `ckpt`, on CPU. Unless `trust_pickle`,
-    every DeepSpeed file must pass pickle_guard first (UnsafePickleError otherwise)."""
+    """fp32 state dict of the model in checkpoint folder `ckpt`, on CPU: the single-process
+    model, with the experts of every expert-parallel rank when they were split. Unless
+    `trust_pickle`, every DeepSpeed file must pass pickle_guard first (UnsafePickleError
+    otherwise)."""
     ds_dir = ckpt / checkpoint.DS_TAG
     if not trust_pickle:
         pickle_guard.check_folder(ds_dir)
-    if list(ds_dir.glob("*zero_pp_rank_*_optim_states.pt")):
+    experts = expert_parallel.consolidate(ckpt)      # None unless deepspeed.expert_parallel > 1
+    if experts is not None:
+        state = {**expert_parallel.dense_from_zero(ds_dir, set(experts)), **experts}
+    elif list(ds_dir.glob("*zero_pp_rank_*_optim_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=checkpoint.DS_TAG)
     else:

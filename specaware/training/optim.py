@@ -40,7 +40,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def make_optimizer(model: nn.Module, optim_cfg) -> torch.optim.AdamW:
-    """torch AdamW at the peak lr (the scheduler scales it); fused=False keeps it CPU-safe."""
-    return torch.optim.AdamW(param_groups(model, optim_cfg.weight_decay), lr=optim_cfg.lr,
+def make_optimizer(model: nn.Module, optim_cfg, split=None) -> torch.optim.AdamW:
+    """torch AdamW at the peak lr (the scheduler scales it); fused=False keeps it CPU-safe.
+    `split(groups) -> groups` may rearrange the groups first (expert_parallel.split_param_groups
+    puts expert weights in groups of their own)."""
+    groups = param_groups(model, optim_cfg.weight_decay)
+    return torch.optim.AdamW(split(groups) if split else groups, lr=optim_cfg.lr,
                              betas=tuple(optim_cfg.betas), eps=optim_cfg.eps)

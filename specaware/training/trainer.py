@@ -30,7 +30,7 @@ import torch
 
 from specaware.config import ConfigError, save_yaml, to_dict
 from specaware.resources import config_path
-from specaware.training import checkpoint, distributed
+from specaware.training import checkpoint, distributed, expert_parallel
 from specaware.training.config import PretrainConfig, require_shards, resolved, view_config
 from specaware.training.ds_config import make_ds_config
 from specaware.training.faults import fault_point, nan_injected
@@ -275,7 +275,8 @@ class Trainer:
                    "nonfinite_skipped": self.nonfinite_total}
         if self.env.is_main:
             write_summary(Path(cfg.checkpoint.run_dir) / "summary.json", cfg, self.env, start,
-                          self.history, time.perf_counter() - began)
+                          self.history, time.perf_counter() - began,
+                          extra=expert_parallel.param_stats(self.engine.module))
         return summary
 
     def _log(self, done: int, window: _Window, batch, out, progress: Progress) -> None:
@@ -290,7 +291,7 @@ class Trainer:
 
 
 def write_summary(path: Path, cfg: PretrainConfig, env, start: int, history: list[dict],
-                  wall_s: float) -> dict:
+                  wall_s: float, extra: dict | None = None) -> dict:
     """`summary.json` of one `run` call (rank 0): throughput medians over the logged windows,
     leaving out the first (start-up, loader warm-up, first-step allocations) when there are
     more. Benchmarks and scripts read this instead of parsing log lines."""
@@ -308,7 +309,8 @@ def write_summary(path: Path, cfg: PretrainConfig, env, start: int, history: lis
                "tiles_per_s": median("perf/tiles_per_s"),
                "tokens_per_s": median("perf/tokens_per_s"),
                "step_time_s": median("perf/step_time_s"), "mfu": median("perf/mfu"),
-               "tflops_per_device": median("perf/tflops_per_device")}
+               "tflops_per_device": median("perf/tflops_per_device"),
+               "expert_parallel": cfg.deepspeed.expert_parallel, **(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1))
     return summary
@@ -330,8 +332,16 @@ def _cpu(batch):
 def _setup_engine(cfg: PretrainConfig, env, model_factory):
     seed_everything(cfg.train.seed)                # same initial weights on every rank
     model = (model_factory or build_model)(cfg)
+    n = cfg.deepspeed.expert_parallel
+    if n > 1:                                      # this rank keeps its share of the experts
+        expert_parallel.check_world(n, env.world_size)
+        expert_parallel.shard_model(model, n, distributed.expert_parallel_group(n))
+        stats = expert_parallel.param_stats(model)
+        log.info("expert parallel over %d ranks: this rank holds %d expert weights of %d "
+                 "(%d parameters in all)", n, stats["expert_params"],
+                 stats["expert_params"] * n, stats["params"])
     distributed.promote_scalar_params(model)
-    optimizer = make_optimizer(model, cfg.optim)
+    optimizer = make_optimizer(model, cfg.optim, split=expert_parallel.split_param_groups)
     scheduler = make_scheduler(optimizer, cfg.optim, cfg.train.steps)
     ds_config = make_ds_config(cfg, env.world_size, preset_dir=PRESET_DIR)
     engine, scheduler = distributed.initialize(model, optimizer, scheduler, ds_config)
