@@ -26,10 +26,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("specaware.models_cli", "list model variants with parameters and FLOPs per tile"),
     "bench": ("specaware.bench_cli", "run the benchmarks in bench/ and print their ratios"),
     "demo": ("specaware.demo", "the end-to-end demo on the embedded default dataset"),
+    "federated": ("specaware.federated.cli", "federated fine-tuning on Flower (prompts, baselines)"),
+    "audit": ("specaware.audit.cli", "membership-inference audit of a fine-tuned classifier"),
 }
 
 # commands that run model steps; see specaware.model.runtime (SPECAWARE_MALLOC=system opts out)
-TRAINING_COMMANDS = {"pretrain", "finetune", "predict", "demo"}
+TRAINING_COMMANDS = {"pretrain", "finetune", "predict", "demo", "federated", "audit"}
 
 
 def _top_parser() -> argparse.ArgumentParser:
