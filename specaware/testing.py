@@ -263,4 +263,45 @@ def truncate_shard(path, keep: int) -> Path:
         raise ValueError(f"truncate_shard: keep={keep} but {path} holds {len(firsts)} samples")
     cut = firsts[keep].offset_data + max(firsts[keep].size // 2, 1)
     path.write_bytes(path.read_bytes()[:cut])
+def write_tiny_federation(out_dir, *, sensors: Sequence[str] = ("sentinel-2a", "landsat-8"),
+                          tiles_per_class: int = 6, tile: int = 16, seed: int = 0,
+                          overrides: dict | None = None) -> Path:
+    """A `specaware federated` run folder without the synth step: per client (one per sensor)
+    `data/client-<i>.npz` of 3-class tiles (each dominated by the water, vegetation or soil
+    spectrum, through the sensor's bands), `data/partition.json` and `federated_config.json`
+    (debug encoder, 1 round, prompt_dual unless `overrides` say otherwise). Returns the config
+    path."""
+    import json
+
+    from specaware.config import merge, to_dict
+    from specaware.federated.config import ClientSpec, FederatedConfig
+    from specaware.federated.data import SPLITS, ClientData
+    out = Path(out_dir)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = ["water", "vegetation", "soil"]
+    split = np.tile(np.r_[np.zeros(tiles_per_class - 3), 1, 2, 2].astype(np.uint8), 3)
+    label = np.repeat(np.arange(3), tiles_per_class)
+    clients = []
+    for i, sensor in enumerate(sensors):
+        s = get_sensor(sensor)
+        ends = _endmembers(s.wavelength)                                  # [3, C]
+        mix = rng.dirichlet(np.ones(3) * 0.5, size=(len(label), tile, tile))  # [N, t, t, 3]
+        mix = 0.3 * mix + 0.7 * np.eye(3)[label][:, None, None, :]
+        image = np.einsum("nhwk,kc->nchw", mix, ends) + rng.normal(0, 0.003, (len(label),
+                                                                             s.num_bands, tile,
+                                                                             tile))
+        ClientData(f"{i}-{s.name}", image.astype(np.float32),
+                   np.ones(image.shape, bool), label.copy(), split.copy(), s.wavelength,
+                   s.fwhm, 10.0, s.name, names).save(out / "data" / f"client-{i}.npz")
+        clients.append({"name": f"{i}-{s.name}", "sensor": s.name,
+                        **{k: np.bincount(label[split == v], minlength=3).tolist()
+                           for k, v in SPLITS.items()}})
+    (out / "data" / "partition.json").write_text(json.dumps({"classes": names,
+                                                             "clients": clients}))
+    cfg = FederatedConfig(out=str(out), clients=[ClientSpec(s) for s in sensors],
+                          strategies=["prompt_dual"])
+    cfg = merge(merge(cfg, {"train": {"rounds": 1, "batch_size": 8}}), overrides or {})
+    path = out / "federated_config.json"
+    path.write_text(json.dumps(to_dict(cfg)))
     return path
