@@ -6,8 +6,9 @@ Everything else the client trains (private prompts, head) lives in Flower's `con
 under "<strategy>.private" and is never put in a reply. A reply holds exactly the shared
 parameters (and the client's class prototypes for prompt_dual).
 
-The run's resolved config is a JSON file: `context.run_config["config"]` in the deployment
-engine, the path the app was built with in simulation (`make_client_app`).
+The run's resolved config comes from the run config in the deployment engine (`config-json`,
+the JSON text, or `config`, a path), else from the path the app was made with (simulation,
+`make_client_app`). A SuperNode's node config gives `partition-id` and optionally `data-path`.
 """
 from __future__ import annotations
 
@@ -27,8 +28,13 @@ PROTO = "prototype."
 
 
 def _setup(context: Context, default_config: str | None) -> ClientSetup:
-    path = str(context.run_config.get("config", default_config or ""))
-    return load_setup(path, int(context.node_config["partition-id"]))
+    """Config from the run config (`config-json` text or `config` path, deployment engine) or
+    the path the app was made with (simulation); data from the node config's `data-path` or
+    the run folder."""
+    source = (context.run_config.get("config-json") or context.run_config.get("config")
+              or default_config or "")
+    return load_setup(str(source), int(context.node_config["partition-id"]),
+                      str(context.node_config.get("data-path", "")))
 
 
 def build_model(setup: ClientSetup, strategy: str, context: Context,

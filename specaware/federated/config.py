@@ -87,12 +87,23 @@ class AuditSection:
 
 
 @dataclass
+class DeploymentSection:
+    """engine=deployment: `superlink` = host:port of a running SuperLink (its sites' SuperNodes
+    connected); "" starts a SuperLink and one SuperNode per client on 127.0.0.1 for this run."""
+    superlink: str = ""
+    insecure: bool = True
+    timeout: float = 3600.0           # seconds `flwr run` may take
+
+
+@dataclass
 class FederatedConfig:
     out: str = "federated_out"
     clients: list[ClientSpec] = field(default_factory=lambda: [
         ClientSpec("enmap"), ClientSpec("sentinel-2a"), ClientSpec("landsat-8")])
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
-    engine: Literal["simulation"] = "simulation"
+    engine: Literal["simulation", "deployment"] = "simulation"
+    deployment: DeploymentSection = field(default_factory=DeploymentSection)
+    classes: list[str] = field(default_factory=list)   # filled by the data step
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from specaware.config import to_dict
@@ -54,14 +55,37 @@ def run(cfg: FederatedConfig) -> dict:
     """Run every strategy of `cfg`; returns the summary (also written to OUT/summary.json)."""
     validate(cfg)
     out = Path(cfg.out)
-    config_path = write_config(cfg, out)
     build_clients(cfg.data, cfg.clients, out / "data")
-    simulate(config_path, len(cfg.clients))
+    classes = json.loads((out / "data" / "partition.json").read_text())["classes"]
+    cfg = replace(cfg, classes=classes)
+    config_path = write_config(cfg, out)
+    if cfg.engine == "simulation":
+        simulate(config_path, len(cfg.clients))
+    else:
+        deploy(cfg, config_path)
     rows_path = out / "rounds.jsonl"
     if not rows_path.is_file():
         raise RuntimeError(f"{rows_path} was not written: the Flower run failed (see the log "
-                           "above for the ClientApp or ServerApp error)")
+                           "above, or flwr_run.log / superlink.log / supernode-*.log in the "
+                           "output folder for the deployment engine)")
     return report(cfg, out)
+
+
+def deploy(cfg: FederatedConfig, config_path: Path) -> None:
+    """Flower's deployment engine: submit to `deployment.superlink`, or start a SuperLink and
+    one SuperNode per client on 127.0.0.1 when none is given."""
+    from specaware.federated.deploy import LocalFederation, submit
+    out, text = Path(cfg.out), config_path.read_text()
+    dep = cfg.deployment
+    if dep.superlink:
+        result = submit(text, out, dep.superlink, dep.timeout, dep.insecure)
+    else:
+        data = [out / "data" / f"client-{i}.npz" for i in range(len(cfg.clients))]
+        with LocalFederation(out, data) as federation:
+            result = federation.run(text, dep.timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"`flwr run` failed with code {result.returncode}; see "
+                           f"{out / 'flwr_run.log'}")
 
 
 def report(cfg: FederatedConfig, out: Path) -> dict:

@@ -32,10 +32,12 @@ def initial_arrays(cfg, strategy: str, num_classes: int) -> ArrayRecord:
     return arrays
 
 
-def run_strategies(grid: Grid, config_path: str) -> None:
+def run_strategies(grid: Grid, config_source: str) -> None:
     """All of the config's strategies on the connected clients, results into the run folder."""
-    cfg, run_dir = read_config(config_path)
-    classes = json.loads((run_dir / "data" / "partition.json").read_text())["classes"]
+    cfg, run_dir = read_config(config_source)
+    classes = cfg.classes or json.loads((run_dir / "data" / "partition.json").read_text())[
+        "classes"]
+    run_dir.mkdir(parents=True, exist_ok=True)
     rounds_file, messages_file = run_dir / "rounds.jsonl", run_dir / "messages.jsonl"
     for path in (rounds_file, messages_file):
         path.unlink(missing_ok=True)
@@ -64,7 +66,9 @@ def make_server_app(default_config: str | None = None) -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_strategies(grid, str(context.run_config.get("config", default_config or "")))
+        source = (context.run_config.get("config-json") or context.run_config.get("config")
+                  or default_config or "")
+        run_strategies(grid, str(source))
 
     return app
 

@@ -56,20 +56,28 @@ class ClientSetup:
         return path
 
 
-def read_config(path: str | Path) -> tuple[FederatedConfig, Path]:
-    path = Path(path)
+def read_config(source: str | Path) -> tuple[FederatedConfig, Path]:
+    """(config, run folder) from a `federated_config.json` path, or from the JSON text itself
+    (the deployment engine's run config carries it, so sites need no shared file system; the
+    run folder is then the config's `out`)."""
+    text = str(source)
+    if text.lstrip().startswith("{"):
+        cfg = from_dict(FederatedConfig, json.loads(text))
+        return cfg, Path(cfg.out)
+    path = Path(text)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the federated run config is missing; it is written "
                                 "by `specaware federated` into the run folder")
-    raw = json.loads(path.read_text())
-    return from_dict(FederatedConfig, raw), path.parent
+    return from_dict(FederatedConfig, json.loads(path.read_text())), path.parent
 
 
 @functools.lru_cache(maxsize=8)
-def load_setup(config_path: str, partition: int) -> ClientSetup:
+def load_setup(config_source: str, partition: int, data_path: str = "") -> ClientSetup:
+    """The client's setup; `data_path` (a SuperNode's `--node-config data-path=...`) overrides
+    the run folder's `data/client-<partition>.npz`."""
     torch.set_num_threads(1)      # one core per simulated client
-    cfg, run_dir = read_config(config_path)
-    data = ClientData.load(run_dir / "data" / f"client-{partition}.npz")
+    cfg, run_dir = read_config(config_source)
+    data = ClientData.load(data_path or run_dir / "data" / f"client-{partition}.npz")
     encoder = load_encoder(cfg)
     encoder.requires_grad_(False)
     return ClientSetup(cfg, run_dir, partition, data, encoder)
