@@ -222,3 +222,20 @@ def test_export_refuses_a_checkpoint_file_that_is_no_torch_archive(tmp_path):
     with pytest.raises(export.pickle_guard.UnsafePickleError, match="damaged") as err:
         export.pickle_guard.check_file(states)
     assert str(states) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_finetune_refuses_a_checkpoint_folder_before_building_anything(tmp_path, capsys):
+    """`specaware finetune --checkpoint DIR`: the folder is refused up front with the export
+    command, and the crafted pickle inside it never runs."""
+    from specaware import cli
+    path, model = write_export(tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    marker = tmp_path / "payload_ran"
+    write_crafted_folder(tmp_path / "run", model, meta, marker)
+    (tmp_path / "tiles").mkdir()
+    config = Path(__file__).parents[2] / "configs" / "finetune" / "classification.yaml"
+    rc = cli.main(["finetune", str(config), "--checkpoint", str(tmp_path / "run"),
+                   f"data.root={tmp_path / 'tiles'}", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and not marker.exists()
+    assert "'model.checkpoint'" in err and f"specaware export {tmp_path / 'run'}" in err
