@@ -80,3 +80,11 @@ def test_plausible_geotiff_in_micrometres_still_round_trips(tmp_path):
     path = write_geotiff(tmp_path / "s.tif", synthetic_cube(wl, 16, 16), wavelength=wl,
                          fwhm=np.full(4, 20.0), units="um")
     np.testing.assert_allclose(open_scene(path).wavelength, wl, atol=1e-3)
+
+
+def test_the_fine_tuning_reader_applies_the_same_plausibility_rule(tmp_path):
+    from specaware.finetune.datasets.geotiff import RasterInfo
+    path = _envi_with_units(tmp_path, "Micrometers", [442.7, 1300.0, 2202.37])
+    with pytest.raises(RasterMetadataError, match="nanometre values tagged as micrometres") as e:
+        RasterInfo.open(str(path))
+    assert "s.img" in str(e.value)

@@ -70,6 +70,8 @@ def band_metadata(ds, path, sensor: str = "", wavelength_file: str = ""):
     if len(wl) != ds.count:
         raise ValueError(f"{path}: {ds.count} bands but {len(wl)} wavelengths (from "
                          f"{wavelength_file or sensor or 'file metadata'}); give one per band")
+    from specaware.data.raster import check_plausible_nm
+    check_plausible_nm(wl, f"{path}: {wavelength_file or sensor or 'file metadata'}")
     if fw is None:
         fw = np.full(len(wl), float(np.median(np.abs(np.diff(wl)))) if len(wl) > 1 else 10.0)
     return np.asarray(wl, np.float32), np.asarray(fw, np.float32), sensor or "unknown"
