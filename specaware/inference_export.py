@@ -168,5 +168,70 @@ def example_inputs(module: nn.Module, n_images: int, tile: int, batch: int = 1) 
     return tuple(torch.rand(batch, c, tile, tile, generator=gen) for _ in range(n_images))
 
 
+# -- `specaware export --format ...` -------------------------------------------------------------
+CLI_FORMATS = ("safetensors", "hub", "onnx", "torch-export")
+
+
+def add_format_arguments(parser) -> None:
+    """Options of `specaware export` for the hub and inference formats."""
+    parser.add_argument("--format", default="safetensors", choices=CLI_FORMATS,
+                        help="safetensors: OUT.safetensors + OUT.json from a checkpoint (default); "
+                             "hub: a hub folder OUT/ (config.json, model.safetensors, README.md) "
+                             "from a checkpoint or an export; onnx / torch-export: an inference "
+                             "graph OUT.onnx / OUT.pt2 (+ OUT.json) for a fixed band set from an "
+                             "export, a hub folder or a fine-tuned BEST.safetensors")
+    parser.add_argument("--sensor", default=None, help="catalogue sensor of the band set")
+    parser.add_argument("--wavelengths", default=None,
+                        help="band centres: a file (JSON/CSV/text, optional FWHM column) or a "
+                             "comma list, nm (µm converted)")
+    parser.add_argument("--gsd", type=float, default=None, help="metres per pixel")
+    parser.add_argument("--tile", type=int, default=64, help="example tile size in pixels")
+    parser.add_argument("--out-indices", default=None,
+                        help="comma list of blocks whose maps a backbone export returns")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest |exported - eager| accepted")
+
+
+def _band_args(args) -> dict:
+    wl = fwhm = None
+    if args.wavelengths:
+        if Path(args.wavelengths).is_file():
+            from specaware.finetune.datasets.wavelengths import read_table_file
+            wl, fwhm = read_table_file(args.wavelengths)
+            wl, fwhm = wl.tolist(), None if fwhm is None else fwhm.tolist()
+        else:
+            try:
+                wl = [float(v) for v in args.wavelengths.split(",")]
+            except ValueError as e:
+                raise ValueError(f"--wavelengths {args.wavelengths!r} is neither a file nor a "
+                                 "comma list of numbers") from e
+    out = {"wavelengths": wl, "fwhm": fwhm, "gsd": args.gsd, "sensor": args.sensor}
+    if args.out_indices:
+        out["out_indices"] = [int(i) for i in args.out_indices.split(",")]
+    return out
+
+
+def run_format(args) -> int | None:
+    """Run `specaware export` for --format hub/onnx/torch-export; None for safetensors (the
+    checkpoint consolidation of specaware.training.export does that)."""
+    fmt = getattr(args, "format", "safetensors")
+    if fmt == "safetensors":
+        return None
+    if fmt == "hub":
+        from specaware.hub import export_hub
+        folder = export_hub(args.checkpoint, args.out, verify=not args.no_verify,
+                            trust_pickle=getattr(args, "trust_pickle", False))
+        print(f"wrote hub folder {folder} (config.json, model.safetensors, README.md)")
+        return 0
+    module, n_images, meta = inference_module(args.checkpoint, _band_args(args))
+    example = example_inputs(module, n_images, args.tile)
+    out, side = export_inference(module, example, args.out, fmt, meta, args.tolerance)
+    diff = json.loads(side.read_text())["max_abs_diff"]
+    print(f"wrote {out} and {side}; max |exported - eager| = "
+          f"{'not checked' if diff is None else f'{diff:.3g}'}")
+    return 0
+
+
 __all__ = ["FixedBandHead", "SpecAwareBackbone", "export_inference", "export_program",
+           "add_format_arguments", "run_format",
            "inference_module", "example_inputs", "max_abs_diff", "FORMATS"]

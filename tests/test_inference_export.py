@@ -90,3 +90,20 @@ def test_finetuned_segmenter_exports_with_its_band_set(tmp_path):
 def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="torch-export, onnx"):
         export_inference(_backbone(), (_image(),), tmp_path / "x", "tflite", {})
+
+
+def test_export_command_writes_hub_and_inference_files(tmp_path, capsys):
+    from specaware.cli import main
+    from tests.finetune.fixtures import write_export
+    path, model = write_export(tmp_path)
+    assert main(["export", str(path), str(tmp_path / "hub"), "--format", "hub"]) == 0
+    encoder = specaware.load_pretrained(tmp_path / "hub")
+    assert torch.equal(encoder.norm.weight, model.encoder.norm.weight)
+    assert main(["export", str(tmp_path / "hub"), str(tmp_path / "bb"), "--format",
+                 "torch-export", "--sensor", "sentinel-2a", "--tile", "16",
+                 "--out-indices", "1"]) == 0
+    side = json.loads((tmp_path / "bb.json").read_text())
+    assert side["bands"]["sensor"] == "sentinel-2a" and side["outputs"] == [[1, 64, 2, 2]]
+    assert side["max_abs_diff"] < 1e-4 and "max |exported - eager|" in capsys.readouterr().out
+    assert main(["export", str(path), str(tmp_path / "x"), "--format", "onnx"]) == 1
+    assert "--sensor NAME or --wavelengths" in capsys.readouterr().err

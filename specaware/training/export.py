@@ -39,6 +39,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--trust-pickle", action="store_true",
                         help="unpickle the DeepSpeed files without the allow-list check (only "
                              "for a checkpoint whose origin you trust: a pickle can run code)")
+    from specaware.inference_export import add_format_arguments
+    add_format_arguments(parser)    # --format hub|onnx|torch-export and the band set
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -117,6 +119,14 @@ def export(ckpt: str | Path, out: str | Path, verify: bool = True,
 
 def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from specaware.inference_export import run_format
+    try:
+        done = run_format(args)     # None: the default safetensors export below
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if done is not None:
+        return done
     try:
         out, meta = export(args.checkpoint, args.out, verify=not args.no_verify,
                            trust_pickle=args.trust_pickle)
