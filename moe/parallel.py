@@ -118,7 +118,10 @@ class ExpertParallelSoftMoE(SoftMoE):
             raise ValueError(f"ExpertParallelSoftMoE: {num_experts} experts cannot be split over "
                              f"{world} ranks; choose num_experts divisible by the group size")
         rank = dist.get_rank(group)
-        local = lambda e, d, h: shard_experts(make_experts(expert, e, d, h), rank, world)  # noqa: E731
+
+        def local(e: int, d: int, h: int) -> nn.Module:    # the whole bank drawn, a slice kept
+            return shard_experts(make_experts(expert, e, d, h), rank, world)
+
         super().__init__(dim, num_experts, slots_per_expert, hidden_dim, expert=local,
                          normalize=normalize)
         self.group, self.world, self.rank = group, world, rank

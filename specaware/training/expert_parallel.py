@@ -44,8 +44,8 @@ from specaware.config import ConfigError
 log = logging.getLogger(__name__)
 
 __all__ = ["group_name", "check_config", "check_world", "expert_layers", "shard_model",
-           "split_param_groups", "param_stats", "save_experts", "load_experts", "consolidate", "dense_from_zero",
-           "EXPERTS_DIR", "FORMAT"]
+           "split_param_groups", "param_stats", "check_resume", "save_experts", "load_experts",
+           "consolidate", "dense_from_zero", "EXPERTS_DIR", "FORMAT"]
 
 EXPERTS_DIR = "experts"
 FORMAT = "specaware-experts/1"
@@ -148,6 +148,16 @@ def split_param_groups(groups: list[dict]) -> list[dict]:
 
 # --- checkpoints -----------------------------------------------------------------------------
 
+def check_resume(state: dict, n: int, ckpt) -> None:
+    """A checkpoint resumes only with the expert split it was written with (its module and
+    optimizer files hold e/N experts per layer); ConfigError naming both settings otherwise."""
+    saved = int(state.get("config", {}).get("deepspeed", {}).get("expert_parallel", 1))
+    if saved != n:
+        raise ConfigError(f"config key '{_KEY}': checkpoint {ckpt} was written with {_KEY}="
+                          f"{saved}, this run has {n}; resume with {_KEY}={saved}, or "
+                          f"`specaware export` it and start a new run from the export")
+
+
 def _file(ckpt: Path, ep_rank: int) -> Path:
     return Path(ckpt) / EXPERTS_DIR / f"ep_rank_{ep_rank:05d}.safetensors"
 
@@ -199,7 +209,8 @@ def load_experts(module: nn.Module, ckpt: Path) -> int:
     from deepspeed.utils import groups, safe_set_full_fp32_param
     from safetensors.torch import load_file
     name = params[0][1].group_name
-    ep_rank, n = groups._get_expert_parallel_rank(name), groups._get_expert_parallel_world_size(name)
+    ep_rank = groups._get_expert_parallel_rank(name)
+    n = groups._get_expert_parallel_world_size(name)
     path = _file(ckpt, ep_rank)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: checkpoint {ckpt} was not written with "

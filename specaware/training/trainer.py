@@ -384,6 +384,8 @@ def run(cfg: PretrainConfig, resume: str | None = None, *, local_rank: int | Non
         ckpt = _resume_point(resume, cfg.checkpoint.run_dir, env)
         start = 0
         if ckpt is not None:
+            expert_parallel.check_resume(checkpoint.read_state(ckpt), cfg.deepspeed.expert_parallel,
+                                         ckpt)
             state = checkpoint.load(engine, ckpt, env)
             start = int(state["step"])
             log.info("resumed from %s at step %d", ckpt, start)

@@ -8,7 +8,7 @@ from torch import nn
 
 from specaware.config import ConfigError
 from specaware.training.config import load_config
-from specaware.training.expert_parallel import check_world, split_param_groups
+from specaware.training.expert_parallel import check_resume, check_world, split_param_groups
 from tests.training.launching import DEBUG_YAML
 
 
@@ -54,3 +54,13 @@ def test_expert_weights_get_groups_of_their_own_with_the_same_hyperparameters():
     # without expert weights nothing changes (N = 1)
     plain = [{"params": [dense], "weight_decay": 0.05, "names": ["w"]}]
     assert split_param_groups(plain) == plain
+
+
+def test_a_checkpoint_resumes_only_with_the_split_it_was_written_with():
+    state = {"config": {"deepspeed": {"expert_parallel": 2}}}
+    check_resume(state, 2, "runs/x/step_00000006")
+    with pytest.raises(ConfigError, match="written with deepspeed.expert_parallel=2, this run "
+                                          "has 1; resume with deepspeed.expert_parallel=2"):
+        check_resume(state, 1, "runs/x/step_00000006")
+    with pytest.raises(ConfigError, match="=1, this run has 2"):
+        check_resume({"config": {"deepspeed": {}}}, 2, "old")   # before the setting existed
