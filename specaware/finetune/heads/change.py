@@ -34,7 +34,7 @@ class ChangeDetector(FrozenAwareModule):
     """(batch t1, batch t2) -> logits [b, K, H, W]; t1/t2 share H, W (co-registered), not bands."""
 
     def __init__(self, encoder: nn.Module, num_classes: int = 2, fusion: Fusion = "diff",
-                 indices: list[int] | None = None, width: int = 64, freeze: Freeze = "full",
+                 indices: list[int] | None = None, width: int = 64, freeze: Freeze = "none",
                  trainable_blocks: int = 1):
         super().__init__()
         if fusion not in _FUSION_WIDTH:
@@ -43,7 +43,7 @@ class ChangeDetector(FrozenAwareModule):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.encoder, self.freeze, self.fusion = encoder, freeze, fusion
         self.indices = list(indices) if indices else default_indices(encoder.depth)
-        set_trainable(encoder, freeze, trainable_blocks)
+        self.freeze = set_trainable(encoder, freeze, trainable_blocks)
         d = encoder.embed_dim
         self.project = nn.ModuleList(nn.Conv2d(_FUSION_WIDTH[fusion] * d, d, 1)
                                      for _ in self.indices)
@@ -56,7 +56,7 @@ class ChangeDetector(FrozenAwareModule):
                              "crop both dates to the same grid first")
         k = self.encoder.patch_size
         (t1, (H, W)), (t2, _) = pad_to_patches(t1, k), pad_to_patches(t2, k)
-        frozen = self.freeze == "frozen"
+        frozen = self.freeze == "encoder"
         f1 = forward_intermediates(self.encoder, t1, self.indices, frozen)
         f2 = forward_intermediates(self.encoder, t2, self.indices, frozen)
         fused = [proj(fuse(a, b, self.fusion)) for proj, a, b in zip(self.project, f1, f2)]

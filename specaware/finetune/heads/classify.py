@@ -22,7 +22,7 @@ class SceneClassifier(FrozenAwareModule):
 
     def __init__(self, encoder: nn.Module, num_classes: int,
                  head: Literal["linear", "mlp"] = "linear",
-                 pool: Literal["mean", "center"] = "mean", freeze: Freeze = "full",
+                 pool: Literal["mean", "center"] = "mean", freeze: Freeze = "none",
                  trainable_blocks: int = 1, hidden: int = 256, dropout: float = 0.0):
         super().__init__()
         if num_classes < 2:
@@ -30,7 +30,7 @@ class SceneClassifier(FrozenAwareModule):
         if pool not in ("mean", "center"):
             raise ValueError(f"pool {pool!r} is not one of mean, center")
         self.encoder, self.freeze, self.pool = encoder, freeze, pool
-        set_trainable(encoder, freeze, trainable_blocks)
+        self.freeze = set_trainable(encoder, freeze, trainable_blocks)
         d = encoder.embed_dim
         if head == "linear":
             self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, num_classes))
@@ -43,7 +43,7 @@ class SceneClassifier(FrozenAwareModule):
     def forward(self, batch: dict) -> torch.Tensor:
         k = self.encoder.patch_size
         batch, (H, W) = pad_to_patches(batch, k)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.freeze != "frozen"):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.freeze != "encoder"):
             tokens = self.encoder.forward_features(batch)             # [b, n, d]
         return self.head(self.pooled(tokens, H, W, batch["image"].shape[-1] // k))
 

@@ -1,31 +1,55 @@
 """Pieces every head shares: freezing the encoder and padding a batch to whole patches.
 
+Freeze modes say what is frozen: `none` (every encoder weight trains), `encoder` (no encoder
+weight trains: a linear probe / frozen-feature decoder), `partial` (all but the last K blocks
+frozen), `lora` (encoder frozen, low-rank adapters on it train; finetune/lora.py). The old
+spellings `full` (= none) and `frozen` (= encoder) still work and log a deprecation warning:
+`freeze: full` read as "fully frozen" while it meant "all trainable".
+
 Letters: b batch, c bands, d width, h w token grid, H W pixels, k patch size.
 """
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Freeze = Literal["frozen", "partial", "full"]
+log = logging.getLogger(__name__)
+Freeze = Literal["none", "encoder", "partial", "lora", "full", "frozen"]
+FREEZE_MODES = ("none", "encoder", "partial", "lora")
+DEPRECATED_FREEZE = {"full": "none", "frozen": "encoder"}
 
 
-def set_trainable(encoder: nn.Module, mode: Freeze, last_k: int = 1) -> None:
-    """`frozen`: no encoder weight trains (linear probe); `partial`: only the last `last_k` blocks
-    and the final norm; `full`: everything. Raises if `partial` meets an encoder without blocks."""
-    if mode not in ("frozen", "partial", "full"):
-        raise ValueError(f"freeze mode {mode!r} is not one of frozen, partial, full")
+def canonical_freeze(mode: str, key: str = "model.freeze") -> str:
+    """The current name of a freeze mode; an old spelling logs a deprecation warning."""
+    if mode in DEPRECATED_FREEZE:
+        new = DEPRECATED_FREEZE[mode]
+        log.warning("DeprecationWarning: %s=%s is read as %s=%s (%s); write %s: %s", key, mode,
+                    key, new, "every encoder weight trains" if new == "none" else
+                    "no encoder weight trains", key, new)
+        return new
+    if mode not in FREEZE_MODES:
+        raise ValueError(f"freeze mode {mode!r} is not one of {', '.join(FREEZE_MODES)} "
+                         "(none = all trainable, encoder = encoder frozen)")
+    return mode
+
+
+def set_trainable(encoder: nn.Module, mode: Freeze, last_k: int = 1) -> str:
+    """`encoder`/`lora`: no encoder weight trains (LoRA adds its own trainable adapters later);
+    `partial`: only the last `last_k` blocks and the final norm; `none`: everything. Raises if
+    `partial` meets an encoder without blocks. Returns the canonical mode name."""
+    mode = canonical_freeze(mode)
     for p in encoder.parameters():
-        p.requires_grad_(mode == "full")
+        p.requires_grad_(mode == "none")
     if mode != "partial":
-        return
+        return mode
     blocks = getattr(encoder, "blocks", None)
     if blocks is None or not isinstance(blocks, nn.ModuleList):
         raise ValueError("freeze=partial needs `encoder.blocks` (a ModuleList of transformer "
-                         "blocks); use freeze=full or freeze=frozen for this encoder")
+                         "blocks); use freeze=none or freeze=encoder for this encoder")
     if not 1 <= last_k <= len(blocks):
         raise ValueError(f"trainable_blocks={last_k} is outside 1..{len(blocks)} (encoder depth)")
     for block in list(blocks)[-last_k:]:
@@ -33,6 +57,7 @@ def set_trainable(encoder: nn.Module, mode: Freeze, last_k: int = 1) -> None:
     norm = getattr(encoder, "norm", None)
     if isinstance(norm, nn.Module):
         norm.requires_grad_(True)
+    return mode
 
 
 def default_indices(depth: int, levels: int = 4) -> list[int]:
@@ -65,7 +90,7 @@ class FrozenAwareModule(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.freeze == "frozen":
+        if self.freeze == "encoder":
             self.encoder.eval()
         return self
 

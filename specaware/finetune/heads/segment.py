@@ -18,7 +18,7 @@ class Segmenter(FrozenAwareModule):
     """batch dict -> logits [b, K, H, W] (H, W of the input, any size: padded to whole patches)."""
 
     def __init__(self, encoder: nn.Module, num_classes: int, indices: list[int] | None = None,
-                 width: int = 64, freeze: Freeze = "full", trainable_blocks: int = 1):
+                 width: int = 64, freeze: Freeze = "none", trainable_blocks: int = 1):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -26,12 +26,12 @@ class Segmenter(FrozenAwareModule):
         self.indices = list(indices) if indices else default_indices(encoder.depth)
         if max(self.indices) >= encoder.depth or min(self.indices) < 0:
             raise ValueError(f"indices {self.indices} outside the encoder's 0..{encoder.depth - 1}")
-        set_trainable(encoder, freeze, trainable_blocks)
+        self.freeze = set_trainable(encoder, freeze, trainable_blocks)
         self.decoder = UPerDecoder(encoder.embed_dim, len(self.indices), num_classes, width)
 
     def forward(self, batch: dict) -> torch.Tensor:
         batch, (H, W) = pad_to_patches(batch, self.encoder.patch_size)
-        feats = forward_intermediates(self.encoder, batch, self.indices, self.freeze == "frozen")
+        feats = forward_intermediates(self.encoder, batch, self.indices, self.freeze == "encoder")
         logits = self.decoder(feats)                                   # [b, K, h*s, w*s]
         logits = F.interpolate(logits, size=batch["image"].shape[-2:], mode="bilinear",
                                align_corners=False)
