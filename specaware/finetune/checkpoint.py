@@ -2,14 +2,19 @@
 needed to rebuild the model and prepare new data the same way: task, classes, head config,
 the encoder's build recipe, normalisation, patch/tile size). Written atomically; loaded with
 strict key matching; no pickle anywhere.
+
+With model.freeze=lora on a pretrained encoder, BEST.safetensors holds only the adapters and
+the head; BEST.json points to the base encoder (`encoder.pretrained_from`, with the file's
+sha256 checked on load), which is loaded first and adapted.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from specaware.config import from_dict, to_dict
@@ -20,6 +25,14 @@ FORMAT = "specaware-finetune/1"
 
 def build_head(task: str, encoder: nn.Module, num_classes: int, m: ModelConfig) -> nn.Module:
     """The head of `task` around `encoder` with the freezing and decoder options of `m`."""
+    model = _head(task, encoder, num_classes, m)
+    if model.freeze == "lora":
+        from specaware.finetune.lora import apply_lora
+        apply_lora(encoder, m.lora.rank, m.lora.alpha, tuple(m.lora.targets))
+    return model
+
+
+def _head(task: str, encoder: nn.Module, num_classes: int, m: ModelConfig) -> nn.Module:
     from specaware.finetune.heads import ChangeDetector, SceneClassifier, Segmenter
     indices = list(m.indices) or None
     if task == "classification":
@@ -34,12 +47,24 @@ def build_head(task: str, encoder: nn.Module, num_classes: int, m: ModelConfig) 
     raise ValueError(f"task {task!r} is not one of classification, segmentation, change")
 
 
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def save_finetuned(model: nn.Module, path: str | Path, meta: dict) -> Path:
     """Write PATH.safetensors and PATH.json; a crash mid-write leaves the previous pair intact."""
     path = Path(path).with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_model(model, str(tmp))
+    if meta.get("adapters_only"):
+        from specaware.finetune.lora import adapter_state
+        save_file({k: v.cpu() for k, v in adapter_state(model).items()}, str(tmp))
+    else:
+        save_model(model, str(tmp))
     meta_tmp = path.with_suffix(".json.tmp")
     meta_tmp.write_text(json.dumps({"format": FORMAT, **meta}, indent=2, default=float))
     os.replace(tmp, path)
@@ -67,7 +92,8 @@ def read_meta(path: str | Path) -> dict:
 
 def load_finetuned(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the fine-tuned model from its JSON and load its weights strictly; a damaged or
-    mismatching file is one CheckpointError line naming it."""
+    mismatching file is one CheckpointError line naming it. A LoRA adapter checkpoint
+    (`adapters_only`) loads its base encoder first (`_load_adapters`)."""
     from specaware.finetune import api
     meta = read_meta(path)
     try:
@@ -77,6 +103,8 @@ def load_finetuned(path: str | Path, map_location: str = "cpu") -> tuple[nn.Modu
         raise api.CheckpointError(f"{Path(path).with_suffix('.json')}: incomplete fine-tuned "
                                   f"checkpoint metadata ({type(e).__name__}: {e}); re-run "
                                   "`specaware finetune`") from None
+    if meta.get("adapters_only"):
+        return _load_adapters(path, meta, head_cfg, map_location), meta
     encoder = api.build_encoder(enc.get("model_config"), enc.get("model"))
     model = build_head(task, encoder, k, head_cfg)
     weights = Path(path).with_suffix(".safetensors")
@@ -90,11 +118,46 @@ def load_finetuned(path: str | Path, map_location: str = "cpu") -> tuple[nn.Modu
     return model.eval(), meta
 
 
+def _load_adapters(path, meta: dict, head_cfg: ModelConfig, map_location) -> nn.Module:
+    """The base encoder from `encoder.pretrained_from`, adapted, then adapters + head loaded."""
+    from specaware.finetune import api
+    enc = meta["encoder"]
+    base = enc.get("pretrained_from")
+    if not base or not (Path(base).exists() or Path(base).with_suffix(".safetensors").exists()):
+        raise api.CheckpointError(f"{path}: holds LoRA adapters for the base encoder {base}, which "
+                                "is not there; copy the base export to that path, or rebuild "
+                                "the JSON's encoder.pretrained_from to where it is now")
+    expected = enc.get("base_sha256")
+    weights_file = Path(base).with_suffix(".safetensors")
+    if expected and weights_file.is_file() and file_sha256(weights_file) != expected:
+        raise api.CheckpointError(f"{path}: the base encoder {weights_file} changed since the adapters "
+                         f"were trained (sha256 differs from {expected[:12]}...): adapters only "
+                         "fit the weights they were trained on")
+    encoder = api.load_pretrained(base, allow_missing=tuple(head_cfg.allow_missing),
+                                  map_location=map_location)
+    model = build_head(meta["task"], encoder, meta["num_classes"], head_cfg)
+    state = load_file(str(Path(path).with_suffix(".safetensors")), device=str(map_location))
+    wanted = set(model.state_dict())
+    from specaware.finetune.lora import adapter_state
+    missing = sorted(set(adapter_state(model)) - set(state))
+    unexpected = sorted(set(state) - wanted)
+    if missing or unexpected:
+        raise api.CheckpointError(f"{path}: adapters do not fit the model rebuilt from its JSON; "
+                         f"missing {missing[:20]}, unexpected {unexpected[:20]}")
+    model.load_state_dict(state, strict=False)
+    return model.eval()
+
+
 def model_meta(task: str, num_classes: int, class_names: list[str], m: ModelConfig,
                encoder: nn.Module, data: dict) -> dict:
-    """The JSON part of a fine-tuned checkpoint (metrics are added when saving)."""
+    """The JSON part of a fine-tuned checkpoint (metrics are added when saving). LoRA on a
+    pretrained export saves adapters only, pointing to the export (and its sha256)."""
     source = getattr(encoder, "specaware_source", {}) or {}
+    base = source.get("path")
+    info = {"model": source.get("model"), "model_config": source.get("model_config"),
+            "pretrained_from": base}
+    adapters_only = m.freeze == "lora" and bool(base)
+    if adapters_only and Path(base).with_suffix(".safetensors").is_file():
+        info["base_sha256"] = file_sha256(Path(base).with_suffix(".safetensors"))
     return {"task": task, "num_classes": num_classes, "class_names": list(class_names),
-            "model": to_dict(m), "data": data,
-            "encoder": {"model": source.get("model"), "model_config": source.get("model_config"),
-                        "pretrained_from": source.get("path")}}
+            "model": to_dict(m), "data": data, "encoder": info, "adapters_only": adapters_only}

@@ -4,6 +4,8 @@
         model.checkpoint=run/export.safetensors protocol.seeds=[0,1,2]
     specaware finetune --task change --config configs/finetune/bay_area.yaml --init both
     specaware finetune configs/finetune/bay_area.yaml --init both      # same: files may be positional
+    torchrun --nproc_per_node 4 -m specaware.finetune configs/finetune/bay_area.yaml \\
+        precision=bf16 --resume auto                  # data-parallel, continues after a crash
 
 `--init both` trains the same task from the pretrained and from a random encoder and prints
 the table (task, metric, pretrained, random) with mean ± std over the seeds.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from specaware.config import ConfigError, build, config_yaml, to_dict
@@ -32,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML (a valid config file), then exit")
+    parser.add_argument("--resume", choices=["auto"], help="auto: continue an interrupted run "
+                        "from its last epoch checkpoint (overrides `resume`)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"],
+                        help="bf16 autocast on GPU (overrides `precision`)")
     parser.add_argument("overrides", nargs="*", metavar="CONFIG.yaml|KEY=VALUE",
                         help="config files (after any --config), then overrides, e.g. "
                              "optim.epochs=20 protocol.per_class=10; as in `specaware pretrain`")
@@ -39,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _flag_overrides(args) -> list[str]:
     flags = {"task": args.task, "model.init": args.init, "model.checkpoint": args.checkpoint,
-             "out": args.out}
+             "out": args.out, "resume": args.resume, "precision": args.precision}
     extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
     return extra + (["progress=false"] if args.no_progress else [])
 
@@ -66,6 +73,7 @@ def main(args) -> int:
     except CheckpointError as e:
         print(f"checkpoint error: {e}", file=sys.stderr)
         return 2
-    print(result_table(cfg.task, summary))
-    print(f"outputs: {cfg.out}")
+    if os.environ.get("RANK", "0") == "0":     # torchrun: one table, from rank 0
+        print(result_table(cfg.task, summary))
+        print(f"outputs: {cfg.out}")
     return 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from specaware.config import ConfigError
+from specaware.training.config import WandbSection
 
 Task = Literal["classification", "segmentation", "change"]
 
@@ -72,6 +73,15 @@ class ProtocolConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters for model.freeze=lora (finetune/lora.py): W + (alpha / rank) A B."""
+    rank: int = 8
+    alpha: float = 16.0
+    # qkv, proj: attention projections; mlp: dense MLP layers; experts: Soft-MoE expert banks
+    targets: list[str] = field(default_factory=lambda: ["qkv", "proj", "mlp", "experts"])
+
+
+@dataclass
 class ModelConfig:
     init: Literal["pretrained", "random", "both"] = "pretrained"
     checkpoint: str = ""              # export (.safetensors + .json), `specaware export`
@@ -79,17 +89,21 @@ class ModelConfig:
     allow_missing: list[str] = field(default_factory=list)
     head: Literal["linear", "mlp"] = "linear"
     pool: Literal["mean", "center"] = "center"
-    freeze: Literal["frozen", "partial", "full"] = "full"
+    # what is frozen: none (every weight trains), encoder (linear probe / frozen features),
+    # partial (all but the last trainable_blocks), lora (encoder frozen, adapters train).
+    # Deprecated spellings: full (= none), frozen (= encoder).
+    freeze: Literal["none", "encoder", "partial", "lora", "full", "frozen"] = "none"
     trainable_blocks: int = 1
     indices: list[int] = field(default_factory=list)   # empty = 4 evenly spaced blocks
     decoder_width: int = 64
     fusion: Literal["diff", "concat", "both"] = "diff"
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
 class OptimConfig:
     epochs: int = 30
-    batch_size: int = 32
+    batch_size: int = 32              # global: split over the processes of a torchrun launch
     lr: float = 1e-3                  # head
     encoder_lr: float = 1e-4          # encoder blocks that train (partial/full)
     weight_decay: float = 0.05
@@ -111,6 +125,13 @@ class FinetuneConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # bf16: autocast of the forward pass (on GPU; on CPU torch's CPU autocast, slow without
+    # AMX); weights, optimizer, normalisation statistics, loss and metrics stay fp32
+    precision: Literal["fp32", "bf16"] = "fp32"
+    # "" = start fresh; auto = continue from out/<init>/seed<k>/last (model, optimizer,
+    # schedule, early stopping, RNG) where it exists, skipping finished (init, seed) runs
+    resume: str = ""
+    wandb: WandbSection = field(default_factory=WandbSection)    # same keys as pretraining
 
 
 FILE_LIST_KEYS = ("images", "images2", "masks")

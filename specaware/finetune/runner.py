@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,8 +24,11 @@ from specaware.finetune import api
 from specaware.finetune.checkpoint import build_head, model_meta, save_finetuned
 from specaware.finetune.config import FinetuneConfig, expand_file_lists
 from specaware.finetune.datasets.collate import collate
+from specaware.finetune.distributed import (DistEnv, RankSampler, init_distributed,
+                                            local_batch_size, shutdown)
+from specaware.finetune.heads.common import canonical_freeze
 from specaware.finetune.metrics import format_mean_std, save_confusion_csv, summarize
-from specaware.finetune.train import evaluate, fit
+from specaware.finetune.train import FitOptions, evaluate, fit
 
 log = logging.getLogger(__name__)
 TABLE_METRICS = {"classification": ("oa", "aa", "kappa"),
@@ -54,12 +58,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _loaders(cfg: FinetuneConfig, seed: int, train, val, test) -> tuple:
-    g = torch.Generator().manual_seed(seed)
-    kw = {"batch_size": cfg.optim.batch_size, "collate_fn": collate,
+def _loaders(cfg: FinetuneConfig, seed: int, env: DistEnv, train, val, test) -> tuple:
+    """Each rank loads its share: the training permutation (seeded by seed and epoch) split by
+    rank, validation and test split without repeats (distributed.RankSampler)."""
+    kw = {"batch_size": local_batch_size(cfg.optim.batch_size, env), "collate_fn": collate,
           "num_workers": cfg.optim.num_workers}
-    return (DataLoader(train, shuffle=True, generator=g, **kw), DataLoader(val, **kw),
-            DataLoader(test, **kw))
+
+    def loader(dataset, shuffle: bool) -> DataLoader:
+        sampler = RankSampler(len(dataset), env.rank, env.world_size, shuffle, seed)
+        return DataLoader(dataset, sampler=sampler, **kw)
+    return loader(train, True), loader(val, False), loader(test, False)
 
 
 def _split_sizes(cfg: FinetuneConfig) -> tuple[float, float]:
@@ -139,7 +147,7 @@ def _split(cfg: FinetuneConfig, seed: int, scene):
                            p.val_fraction)
 
 
-def _pixel_or_tiles(cfg: FinetuneConfig, seed: int, scene) -> Prepared:
+def _pixel_or_tiles(cfg: FinetuneConfig, seed: int, env: DistEnv, scene) -> Prepared:
     """A whole labelled/two-date scene in memory: pixel patches, or tiles keeping split pixels."""
     from specaware.finetune.datasets import protocol as pr
     p = cfg.protocol
@@ -159,10 +167,11 @@ def _pixel_or_tiles(cfg: FinetuneConfig, seed: int, scene) -> Prepared:
             "sensor": base.sensor, "split": split.counts()}
     if cfg.task == "change":
         meta["normalization_t2"] = scene.t2.meta.get("normalization")
-    return Prepared(*_loaders(cfg, seed, *sets), scene.num_classes, scene.class_names, meta)
+    return Prepared(*_loaders(cfg, seed, env, *sets), scene.num_classes, scene.class_names,
+                    meta)
 
 
-def _prepare_mat(cfg: FinetuneConfig, seed: int) -> Prepared:
+def _prepare_mat(cfg: FinetuneConfig, seed: int, env: DistEnv) -> Prepared:
     from specaware.finetune.datasets.mat import load_benchmark, load_change_benchmark
     d = cfg.data
     wl, wl2 = d.wavelength or None, d.wavelength2 or None
@@ -175,10 +184,11 @@ def _prepare_mat(cfg: FinetuneConfig, seed: int) -> Prepared:
                                image_key=d.keys.get("image"), gt_key=d.keys.get("gt"),
                                test_gt_key=d.keys.get("test_gt"), wavelength=wl,
                                normalize=d.normalize)
-    return _pixel_or_tiles(cfg, seed, scene)
+    return _pixel_or_tiles(cfg, seed, env, scene)
 
 
-def _tile_split(cfg: FinetuneConfig, seed: int, dataset, labels=None) -> Prepared:
+def _tile_split(cfg: FinetuneConfig, seed: int, env: DistEnv, dataset,
+                labels=None) -> Prepared:
     from specaware.finetune.datasets.tiles import stratified_split
     val_f, test_f = _split_sizes(cfg)
     labels = np.zeros(len(dataset), np.int64) if labels is None else labels
@@ -187,7 +197,7 @@ def _tile_split(cfg: FinetuneConfig, seed: int, dataset, labels=None) -> Prepare
         raise ValueError(f"{len(dataset)} tiles are too few for val/test fractions "
                          f"{val_f}/{test_f}: add data or use smaller tiles (protocol.tile)")
     sets = [Subset(dataset, i.tolist()) for i in idx]
-    return Prepared(*_loaders(cfg, seed, *sets), 0, [], {"tile": cfg.protocol.tile})
+    return Prepared(*_loaders(cfg, seed, env, *sets), 0, [], {"tile": cfg.protocol.tile})
 
 
 def _zero_is_unlabelled(cfg: FinetuneConfig) -> bool:
@@ -196,19 +206,19 @@ def _zero_is_unlabelled(cfg: FinetuneConfig) -> bool:
     return cfg.task != "change" if flag is None else bool(flag)
 
 
-def _prepare_geotiff(cfg: FinetuneConfig, seed: int) -> Prepared:
+def _prepare_geotiff(cfg: FinetuneConfig, seed: int, env: DistEnv) -> Prepared:
     from specaware.finetune.datasets.geotiff import GeoTiffTiles, read_labelled_scene
     d = cfg.data
     zero = _zero_is_unlabelled(cfg)
     if cfg.task == "classification":
         scene = read_labelled_scene(d.images[0], d.masks[0], d.sensor, d.wavelength, d.normalize,
                                     zero, d.ignore_value, d.num_classes)
-        return _pixel_or_tiles(cfg, seed, scene)
+        return _pixel_or_tiles(cfg, seed, env, scene)
     tiles = GeoTiffTiles(d.images, d.masks, cfg.protocol.tile, cfg.protocol.stride,
                          d.images2 if cfg.task == "change" else None, d.sensor, d.sensor2,
                          d.wavelength, d.wavelength2, d.normalize, zero,
                          d.ignore_value)
-    prepared = _tile_split(cfg, seed, tiles)
+    prepared = _tile_split(cfg, seed, env, tiles)
     k = d.num_classes or _max_label(tiles) + 1
     if cfg.task == "change":
         k = max(k, 2)
@@ -231,22 +241,24 @@ def _max_label(tiles) -> int:
     return max(int(tiles._labels(i, r, c).max()) for i, r, c in tiles.items)
 
 
-def _prepare_tiles(cfg: FinetuneConfig, seed: int) -> Prepared:
+def _prepare_tiles(cfg: FinetuneConfig, seed: int, env: DistEnv) -> Prepared:
     from specaware.finetune.datasets.tiles import TileFolder
     if cfg.task != "classification":
         raise ValueError("data.kind=tiles holds one label per tile: use task=classification")
     d = cfg.data
     folder = TileFolder(d.root, d.sensor, d.wavelength, d.normalize)
-    prepared = _tile_split(cfg, seed, folder, folder.labels)
+    prepared = _tile_split(cfg, seed, env, folder, folder.labels)
     prepared.data_meta["normalization"] = folder.infos[0].normalization
     return replace(prepared, num_classes=len(folder.class_names), class_names=folder.class_names)
 
 
-def _prepare_shards(cfg: FinetuneConfig, seed: int) -> Prepared:
+def _prepare_shards(cfg: FinetuneConfig, seed: int, env: DistEnv) -> Prepared:
     from specaware.finetune.datasets.tiles import LabelledShards
     d = cfg.data
-    make = lambda src, mode: LabelledShards(src, cfg.optim.batch_size, mode, seed,  # noqa: E731
-                                            cfg.optim.num_workers)
+    batch = local_batch_size(cfg.optim.batch_size, env)
+    make = lambda src, mode: LabelledShards(src, batch, mode, seed,  # noqa: E731
+                                            cfg.optim.num_workers, rank=env.rank,
+                                            world_size=env.world_size)
     test = make(d.test_shards, "eval") if d.test_shards else make(d.val_shards, "eval")
     names = [f"class_{i}" for i in range(d.num_classes)]
     return Prepared(make(d.train_shards, "eval"), make(d.val_shards, "eval"), test,
@@ -282,20 +294,34 @@ def _check_patch(cfg: FinetuneConfig, encoder) -> None:
                     3 * k)
 
 
-def _device(cfg: FinetuneConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+def _finished(out: Path, cfg: FinetuneConfig) -> dict | None:
+    """With --resume auto, the test metrics of an (init, seed) run that already finished."""
+    done = out / "metrics.json"
+    if cfg.resume != "auto" or not done.is_file():
+        return None
+    record = json.loads(done.read_text())
+    log.info("resume: %s finished before, its metrics are reused", out)
+    return {k: v for k, v in record.items()
+            if k not in ("init", "seed", "best_epoch", "stopped_early", "history")}
 
 
-def run_once(cfg: FinetuneConfig, init: str, seed: int) -> dict:
+def _tracker(cfg: FinetuneConfig, env: DistEnv, out: Path, init: str, seed: int, names):
+    from specaware.finetune.tracking import FinetuneTracker
+    return FinetuneTracker(cfg.wandb, out, to_dict(cfg), env.is_main, cfg.task, names,
+                           f"{Path(cfg.out).name}/{init}/seed{seed}")
+
+
+def run_once(cfg: FinetuneConfig, init: str, seed: int, env: DistEnv | None = None) -> dict:
     """Train and test one (init, seed); returns the test metrics. Inputs as checked by
-    `check_inputs` (which `run` calls first)."""
-    from specaware.finetune.plots import save_confusion_png
+    `check_inputs` (which `run` calls first). Every rank runs this; rank 0 writes the files."""
+    env = env or init_distributed(cfg.device)
     out = Path(cfg.out) / init / f"seed{seed}"
+    stored = _finished(out, cfg)
+    if stored is not None:
+        return stored
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
-    data = PREPARE[cfg.data.kind](cfg, seed)
+    data = PREPARE[cfg.data.kind](cfg, seed, env)
     encoder = make_encoder(cfg, init)
     _check_patch(cfg, encoder)
     model = build_head(cfg.task, encoder, data.num_classes, cfg.model)
@@ -306,32 +332,66 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int) -> dict:
     def on_best(m, epoch, val):
         save_finetuned(m, out / "best", {**meta, "epoch": epoch, "val_metrics": val})
 
-    device = _device(cfg)
-    result = fit(model, data.train, data.val, cfg.task, data.num_classes, cfg.optim, device,
-                 cfg.progress, on_best)
-    cm, metrics = evaluate(model, data.test, cfg.task, data.num_classes, device)
-    save_confusion_csv(cm, out / "confusion.csv", data.class_names)
+    tracker = _tracker(cfg, env, out, init, seed, data.class_names)
+    options = FitOptions(cfg.precision, env, out / "last", cfg.resume == "auto", tracker)
+    try:
+        result = fit(model, data.train, data.val, cfg.task, data.num_classes, cfg.optim,
+                     env.device, cfg.progress, on_best, options)
+        cm, metrics = evaluate(model, data.test, cfg.task, data.num_classes, env.device,
+                               cfg.precision, env)
+        tracker.summary(metrics)
+    finally:
+        tracker.finish()
+    if env.is_main:
+        _write_outputs(cfg, out, init, seed, cm, metrics, result, data.class_names)
+    return metrics
+
+
+def _write_outputs(cfg, out: Path, init: str, seed: int, cm, metrics: dict, result,
+                   class_names) -> None:
+    from specaware.finetune.plots import save_confusion_png
+    save_confusion_csv(cm, out / "confusion.csv", class_names)
     shown = {LABELS.get(k, k): metrics.get(k) for k in TABLE_METRICS[cfg.task]}
-    save_confusion_png(cm, out / "confusion.png", data.class_names,
+    save_confusion_png(cm, out / "confusion.png", class_names,
                        f"{cfg.task}, {init} encoder, seed {seed} (test set)", shown,
                        "samples" if _per_sample(cfg) else "pixels")
     record = {"init": init, "seed": seed, "best_epoch": result.best_epoch,
               "stopped_early": result.stopped_early, **metrics, "history": result.history}
-    (out / "metrics.json").write_text(json.dumps(record, indent=2, default=float))
-    return metrics
+    tmp = out / "metrics.json.tmp"     # its presence marks the run finished (--resume auto)
+    tmp.write_text(json.dumps(record, indent=2, default=float))
+    tmp.replace(out / "metrics.json")
+    shutil.rmtree(out / "last", ignore_errors=True)   # finished: optimizer state is not needed
+
+
+def check_run(cfg: FinetuneConfig) -> None:
+    """Keys `run` reads beyond the inputs: the resume mode and the freeze name."""
+    if cfg.resume not in ("", "auto"):
+        raise ConfigError(f"config key 'resume': {cfg.resume!r} is not '' (start afresh) or "
+                          "'auto' (continue from OUT/<init>/seed<k>/last where it exists)")
+    try:
+        cfg.model.freeze = canonical_freeze(cfg.model.freeze)
+    except ValueError as e:
+        raise ConfigError(f"config key 'model.freeze': {e}") from None
 
 
 def run(cfg: FinetuneConfig) -> dict[str, dict[str, tuple[float, float]]]:
-    """All seeds for each init; returns {init: {metric: (mean, std)}} and writes results.json."""
+    """All seeds for each init; returns {init: {metric: (mean, std)}} and writes results.json
+    (rank 0). Under torchrun every process runs this; they split the data (distributed.py)."""
     check_inputs(cfg)
-    inits = ["pretrained", "random"] if cfg.model.init == "both" else [cfg.model.init]
-    summary = {}
-    for init in inits:
-        runs = [run_once(cfg, init, seed) for seed in cfg.protocol.seeds]
-        summary[init] = summarize(runs)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.out) / "results.json").write_text(json.dumps(
-        {"task": cfg.task, "seeds": list(cfg.protocol.seeds), "results": summary}, indent=2))
+    check_run(cfg)
+    env = init_distributed(cfg.device)
+    try:
+        inits = ["pretrained", "random"] if cfg.model.init == "both" else [cfg.model.init]
+        summary = {}
+        for init in inits:
+            runs = [run_once(cfg, init, seed, env) for seed in cfg.protocol.seeds]
+            summary[init] = summarize(runs)
+    finally:
+        shutdown(env)
+    if env.is_main:
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "results.json").write_text(json.dumps(
+            {"task": cfg.task, "seeds": list(cfg.protocol.seeds), "results": summary}, indent=2))
     return summary
 
 

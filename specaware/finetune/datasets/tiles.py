@@ -88,13 +88,15 @@ class LabelledShards:
     """
 
     def __init__(self, source: str, batch_size: int, mode: str = "eval", seed: int = 0,
-                 num_workers: int = 0, label_key: str = "label"):
+                 num_workers: int = 0, label_key: str = "label", rank: int = 0,
+                 world_size: int = 1):
         from specaware.data.stream import make_loader
         self.source, self.label_key = source, label_key
+        # eval mode: every sample exactly once over all ranks (stream.py), this rank's share
         self.loader = make_loader(source, mode=mode, batch_size=batch_size,
                                   num_workers=num_workers, seed=seed, shuffle_buffer=0 if mode ==
                                   "eval" else 256, views=None, max_skip_rate=0.05,
-                                  epoch_samples=None)
+                                  epoch_samples=None, rank=rank, world_size=world_size)
 
     def __iter__(self):
         for batch in self.loader:
