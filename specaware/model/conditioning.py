@@ -81,7 +81,8 @@ def band_statistics(x: Tensor, valid: Tensor, band_mask: Tensor,
     x, valid: [b, c, n, p] (pixels of the visible patches; valid False at invalid/padded);
     band_mask: bool [b, c]; zeroed: x is already 0 wherever valid is False (as
     `BandInputs.patches` are), which saves a pass. Returns mean, std [b, c] (units of x),
-    valid_frac [b, c], brightness [b] (mean |band mean| over real bands, units of x).
+    valid_frac [b, c], brightness [b] (mean |band mean| over the real bands with a valid pixel,
+    units of x: a band lost to absorption counts like padding, not as a dark band).
     """
     # `where` and `count_nonzero` read the bool mask as it is (a product or a sum would first
     # copy it to a float/int tensor as large as x)
@@ -91,7 +92,7 @@ def band_statistics(x: Tensor, valid: Tensor, band_mask: Tensor,
     mean = reduce(x, "b c n p -> b c", "sum") / count.clamp_min(1.0)
     centred = torch.where(valid, x - rearrange(mean, "b c -> b c 1 1"), 0.0)
     var = torch.linalg.vector_norm(centred, dim=(2, 3)).square() / count.clamp_min(1.0)
-    real = band_mask.to(x.dtype)
+    real = (band_mask & (count > 0)).to(x.dtype)
     brightness = (mean.abs() * real).sum(1) / real.sum(1).clamp_min(1.0)
     return {"mean": mean, "std": var.sqrt(), "valid_frac": count / (x.shape[2] * x.shape[3]),
             "brightness": brightness}

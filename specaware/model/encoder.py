@@ -6,6 +6,8 @@ DESIGN.md section 2. Stages of `forward`:
      the condition z, spatial pattern through the standardised pixels);
   2. meta-content conditioning z [b, c, dz];
   3. HyperEmbedding of the visible patches only + GSD-scaled positions in metres;
+     bands without a valid visible pixel weigh like padding in steps 2 and 3, and each token
+     averages over the bands with a valid pixel in its patch;
   4. pre-norm blocks (Soft-MoE MLPs where `moe_block_ids` says), optional cls token, norm.
 Masked patches are gathered away before step 1, so they can influence nothing.
 
@@ -87,9 +89,11 @@ class SpecAwareEncoder(nn.Module):
         if keep is not None:
             x, valid = gather_patches(x, keep), gather_patches(valid, keep)
         stats = band_statistics(x, valid, inputs.band_mask, zeroed=True)
+        # a band without a valid visible pixel (absorption band, nodata) weighs like padding
+        present = inputs.band_mask & (stats["valid_frac"] > 0)
         z = self.conditioning(inputs.wavelength, inputs.fwhm, inputs.sensor, inputs.level,
-                              inputs.band_mask, content_features(stats))
-        tokens = self.embed(standardise(x, valid, stats), z, inputs.band_mask)
+                              present, content_features(stats))
+        tokens = self.embed(standardise(x, valid, stats), z, present, valid)
         pos = self.pos_embed(*inputs.grid, self.patch_size, inputs.gsd).to(tokens.dtype)
         if keep is not None:
             pos = gather_tokens(pos, keep)

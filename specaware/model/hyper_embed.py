@@ -3,10 +3,12 @@
 A hypernetwork turns each band's condition z_c into two factors
     V_c [r, p]  spatial pattern extraction (p = k*k pixels of a patch),
     U_c [d, r]  re-projection to the latent width,
-and a bias from the mean condition over real bands. For patch n:
-    token_n = (1 / C_real) * sum_c U_c V_c x[n, c]  +  bias,
-where padded bands contribute 0 and the 1 / C_real scale makes a token a band average, so its
-magnitude does not depend on how many bands the sensor has.
+and a bias from the mean condition over the bands present. For patch n:
+    token_n = sum_c w_nc U_c V_c x[n, c]  +  bias,   w_nc = 1 / C_n for the C_n bands with a
+valid pixel in patch n, 0 for the others (padded bands, and real bands whose pixels are all
+invalid there, such as water-vapour absorption bands). A token is a band average, so its
+magnitude depends neither on how many bands the sensor has nor on how many it loses to
+absorption or nodata: an all-invalid band weighs exactly like padding.
 
 Cost. U_c is generated linearly from hypernetwork features h_c [j] (with a constant feature
 h_c0 = 1): U_c = sum_j h_cj G_j, G [j, r, d] learned. Substituting,
@@ -38,6 +40,15 @@ def band_weights(band_mask: Tensor, dtype: torch.dtype) -> Tensor:
     return real / real.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
+def patch_band_weights(valid: Tensor, band_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """[b, c, n] weights w_nc: 1 / C_n at the bands with a valid pixel in patch n, else 0.
+
+    valid bool [b, c, n, p]; band_mask bool [b, c]."""
+    present = valid.any(dim=-1) & rearrange(band_mask, "b c -> b c 1")
+    present = present.to(dtype)
+    return present / present.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
 class HyperEmbedding(nn.Module):
     """x [b, c, n, p] pixels + z [b, c, dz] band conditions -> tokens [b, n, d]."""
 
@@ -59,12 +70,11 @@ class HyperEmbedding(nn.Module):
         fan_in = self.u_basis.shape[0] * self.u_basis.shape[1]
         nn.init.normal_(self.u_basis, std=math.sqrt(2.0 / (fan_in + self.embed_dim)))
 
-    def factors(self, z: Tensor, band_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """V [b, c, p, r] and the band-weighted U features h [b, c, j] (j = hidden + 1)."""
+    def factors(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """V [b, c, p, r] and the U features h [b, c, j] (j = hidden + 1, constant 1 last)."""
         v = rearrange(self.v_gen(z), "b c (r p) -> b c p r", r=self.rank)
         h = self.u_features(z)
-        h = torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)
-        return v, h * rearrange(band_weights(band_mask, h.dtype), "b c -> b c 1")
+        return v, torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)
 
     def basis_matrices(self, z: Tensor, band_mask: Tensor) -> Tensor:
         """U_c [b, c, d, r] made explicit (for tests and inspection; forward never builds it)."""
@@ -73,15 +83,20 @@ class HyperEmbedding(nn.Module):
         return torch.einsum("bcj,jrd->bcdr", h, self.u_basis)
 
     def bias(self, z: Tensor, band_mask: Tensor) -> Tensor:
-        """Bias [b, d] from the mean condition over real bands."""
+        """Bias [b, d] from the mean condition over the bands of `band_mask`."""
         mean_z = torch.einsum("bcz,bc->bz", z, band_weights(band_mask, z.dtype))
         return self.bias_gen(mean_z)
 
-    def forward(self, x: Tensor, z: Tensor, band_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, z: Tensor, band_mask: Tensor,
+                valid: Tensor | None = None) -> Tensor:
         """x [b, c, n, p] (already normalised, 0 at invalid pixels), z [b, c, dz],
-        band_mask bool [b, c] -> tokens [b, n, d]."""
-        v, h = self.factors(z, band_mask)
+        band_mask bool [b, c], valid bool [b, c, n, p] (None: every pixel of a real band)
+        -> tokens [b, n, d]."""
+        v, h = self.factors(z)
+        weights = (rearrange(band_weights(band_mask, v.dtype), "b c -> b c 1") if valid is None
+                   else patch_band_weights(valid, band_mask, v.dtype))        # [b, c, n]
         projected = torch.matmul(x.to(v.dtype), v)                      # [b, c, n, r]
+        projected = projected * rearrange(weights, "b c n -> b c n 1")
         n = projected.shape[2]
         mixed = torch.bmm(rearrange(h, "b c j -> b j c"),
                           rearrange(projected, "b c n r -> b c (n r)"))  # [b, j, n*r]

@@ -76,8 +76,10 @@ class HyperOutputHead(nn.Module):
 
     def factors(self, target) -> HeadFactors:
         """Per-band factors of the target view (BandInputs), from its metadata only."""
+        # bands without any valid target pixel (absorption bands) weigh like padding: they
+        # take no part in the attention across bands, and the loss never reads them
         z = self.conditioning(target.wavelength, target.fwhm, target.sensor, target.level,
-                              target.band_mask)
+                              target.present)
         h = self.b_features(z)
         h = torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)
         a = rearrange(self.a_gen(z), "b c (p r) -> b c r p", r=self.rank)

@@ -31,6 +31,7 @@ class BandInputs:
     patches: Tensor      # float [b, c, n, p]; 0 at invalid pixels and padded bands
     valid: Tensor        # bool  [b, c, n, p]; False at invalid pixels and padded bands
     band_mask: Tensor    # bool  [b, c]
+    present: Tensor      # bool  [b, c]; real band with at least one valid pixel in the view
     wavelength: Tensor   # float [b, c] nm
     fwhm: Tensor         # float [b, c] nm
     gsd: Tensor          # float [b] m
@@ -125,14 +126,16 @@ def prepare_inputs(batch: dict, patch_size: int, sensors: Vocabulary,
         raise ValueError(f"batch['band_mask'] has shape {tuple(band_mask.shape)}, "
                          f"expected {(b, c)}")
     valid, all_valid = _valid_mask(batch, image, band_mask)
+    present = band_mask
     if not all_valid:
         image = torch.where(valid, image, torch.zeros((), dtype=image.dtype, device=device))
+        present = band_mask & valid.any(dim=3).any(dim=2)
     wavelength, fwhm = to_nanometres(_per_sample(batch["wavelength"], b, c, "wavelength", device),
                                      _per_sample(batch["fwhm"], b, c, "fwhm", device), band_mask,
                                      "batch['wavelength']", strict_units)
     return BandInputs(
         patches=patchify(image, patch_size), valid=patchify(valid, patch_size),
-        band_mask=band_mask,
+        band_mask=band_mask, present=present,
         wavelength=wavelength * band_mask, fwhm=fwhm * band_mask,
         gsd=_per_sample(batch["gsd"], b, None, "gsd", device),
         sensor=sensors.lookup(_names(batch.get("sensor"), b, "sensor"), device),

@@ -1,18 +1,33 @@
 """HyperEmbedding: the factorised contraction equals the paper's formula, and never builds
 the [n, c, d] tensor (memory bound at AVIRIS-NG 425 bands, base width)."""
 import torch
+import torch.nn.functional as F
 
 from specaware.model.flops import peak_cpu_memory
 from specaware.model.hyper_embed import HyperEmbedding
 
 
-def direct_tokens(embed: HyperEmbedding, x, z, band_mask):
-    """token_n = (1/C_real) sum_c U_c V_c x[n, c] + bias, written out with explicit U_c, V_c."""
-    v = embed.v_gen(z).reshape(*z.shape[:2], embed.rank, embed.patch_pixels)  # [b, c, r, p]
-    u = embed.basis_matrices(z, band_mask)                                    # [b, c, d, r]
+def direct_tokens(embed: HyperEmbedding, x, z, band_mask, valid=None):
+    """token_n = sum_c w_nc U_c V_c x[n, c] + bias, written out from the parameters alone
+    (never through the module's own `basis_matrices`/`bias`/`factors`): U_c = sum_j h_cj G_j
+    with h_c = [gelu(W_h z_c + b_h), 1], V_c = W_v z_c + b_v, bias = MLP(mean of z over real
+    bands), w_nc = 1 / (bands with a valid pixel in patch n) at those bands."""
+    b, c, n, p = x.shape
+    lin_h = embed.u_features[0]
+    h = F.gelu(z @ lin_h.weight.T + lin_h.bias)
+    h = torch.cat([h, torch.ones(b, c, 1)], dim=-1)                           # [b, c, j]
+    u = torch.einsum("bcj,jrd->bcdr", h, embed.u_basis)                       # [b, c, d, r]
+    v = (z @ embed.v_gen.weight.T + embed.v_gen.bias).reshape(b, c, embed.rank, p)
     per_band = torch.einsum("bcdr,bcrp,bcnp->bncd", u, v, x)                  # [b, n, c, d]
-    w = band_mask.float() / band_mask.float().sum(1, keepdim=True)
-    return torch.einsum("bncd,bc->bnd", per_band, w) + embed.bias(z, band_mask)[:, None]
+    present = band_mask[:, :, None].expand(b, c, n).clone()
+    if valid is not None:
+        present &= valid.any(-1)
+    w = present.float() / present.float().sum(1, keepdim=True).clamp_min(1)   # [b, c, n]
+    real = band_mask.float()
+    mean_z = (z * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+    lin1, lin2 = embed.bias_gen[0], embed.bias_gen[2]
+    bias = F.gelu(mean_z @ lin1.weight.T + lin1.bias) @ lin2.weight.T + lin2.bias
+    return torch.einsum("bncd,bcn->bnd", per_band, w) + bias[:, None]
 
 
 def inputs(b=2, c=6, n=5, p=16, dz=12, seed=0):
@@ -32,6 +47,25 @@ def test_factorised_contraction_equals_direct_formula():
     x, z, band_mask = inputs()
     torch.testing.assert_close(embed(x, z, band_mask), direct_tokens(embed, x, z, band_mask),
                                atol=1e-5, rtol=1e-4)
+
+
+def test_band_without_valid_pixels_in_a_patch_is_left_out_of_that_token():
+    """Band 2 has no valid pixel in patch 3 of sample 0: token 3 averages over the other five
+    bands there, exactly as if band 2 were padding; the other tokens still count it."""
+    torch.manual_seed(0)
+    embed = HyperEmbedding(cond_dim=12, embed_dim=24, patch_size=4, rank=3, hidden=7)
+    x, z, band_mask = inputs()
+    valid = band_mask[:, :, None, None].expand_as(x).clone()
+    valid[0, 2, 3] = False
+    x[0, 2, 3] = 0.0
+    got = embed(x, z, band_mask, valid)
+    torch.testing.assert_close(got, direct_tokens(embed, x, z, band_mask, valid),
+                               atol=1e-5, rtol=1e-4)
+    others = [0, 1, 3, 4, 5]
+    without = embed(x[:1, others], z[:1, others], band_mask[:1, others])
+    lone_bias = embed.bias(z[:1], band_mask[:1]) - embed.bias(z[:1, others], band_mask[:1, others])
+    torch.testing.assert_close(got[0, 3], without[0, 3] + lone_bias[0], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(got[0, 2], without[0, 2] + lone_bias[0], atol=1e-3)
 
 
 def test_padded_bands_contribute_nothing_even_with_garbage():
