@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the folder holdi
 from specaware.cli import main as cli  # noqa: E402
 from specaware.data.codec import decode_sample  # noqa: E402
 from specaware.data.shard_reader import SkipStats, read_shard, resolve_source  # noqa: E402
-from specaware.model.conditioning import band_scale, band_statistics, pooled_statistics  # noqa: E402
+from specaware.model.conditioning import band_scale, band_statistics  # noqa: E402
+from specaware.model.target_norm import pooled_statistics  # noqa: E402
 from specaware.model.masking import num_visible, patchify  # noqa: E402
 
 PATCH, MASK_RATIO, EPS = 8, 0.75, 1e-3

@@ -98,19 +98,6 @@ def band_statistics(x: Tensor, valid: Tensor, band_mask: Tensor,
             "brightness": brightness}
 
 
-def pooled_statistics(stats: dict[str, Tensor], band_mask: Tensor) -> dict[str, Tensor]:
-    """`band_statistics` pooled over the real bands: one mean and std per sample (of every valid
-    pixel of every real band), repeated per band [b, c] so the same code (de)standardises with
-    them. Standardising with these keeps the spectrum's shape: band i stays brighter than band j."""
-    weight = stats["valid_frac"] * band_mask.to(stats["mean"].dtype)           # pixel counts
-    total = weight.sum(1, keepdim=True).clamp_min(1e-12)
-    mean = (weight * stats["mean"]).sum(1, keepdim=True) / total
-    var = (weight * (stats["std"].square() + (stats["mean"] - mean).square())).sum(
-        1, keepdim=True) / total
-    return {**stats, "mean": mean.expand_as(stats["mean"]),
-            "std": var.sqrt().expand_as(stats["std"])}
-
-
 def band_scale(stats: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """Band mean and std as [b, c, 1, 1]; the std is floored at 1% of the sample's brightness,
     so a flat or all-zero band maps to 0 instead of amplifying float noise (never / 0)."""
@@ -124,12 +111,6 @@ def standardise(x: Tensor, valid: Tensor, stats: dict[str, Tensor]) -> Tensor:
     mean, std = band_scale(stats)
     scale = 1.0 / std
     return torch.where(valid, torch.addcmul(-mean * scale, x, scale), 0.0)   # two passes
-
-
-def destandardise(x: Tensor, stats: dict[str, Tensor]) -> Tensor:
-    """Inverse of `standardise` (at valid pixels): x [b, c, n, p] -> units of the statistics."""
-    mean, std = band_scale(stats)
-    return torch.addcmul(mean, x, std)                         # one pass over x
 
 
 def content_features(stats: dict[str, Tensor]) -> Tensor:

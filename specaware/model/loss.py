@@ -3,13 +3,15 @@
 Counted only where the encoder saw nothing (masked patches) AND the target has a real value
 (valid pixel of a real band); invalid pixels and padded bands contribute exactly nothing.
 
-Target normalisation (our choice, `loss.target_norm`), per sample from ALL valid pixels of the
-target view (std floored at 1% of the sample brightness; `conditioning.band_scale`):
-  "sample" (default) one mean and std over all real bands (`conditioning.pooled_statistics`):
+Target normalisation (our choice, `loss.target_norm`), per sample from the valid pixels of the
+target view's VISIBLE patches (target_norm.py: statistics of hidden pixels would reach the
+prediction through the de-standardisation below; std floored at 1% of the sample brightness,
+`conditioning.band_scale`):
+  "sample" (default) one mean and std over all real bands (`target_norm.pooled_statistics`):
            the target keeps the spectrum's shape, which the model has to carry from the visible
            patches;
   "band"   each band by its own mean and std: balances bright and dark bands, but the tile's
-           mean spectrum is handed to the prediction, so only the spatial deviations from it are
+           mean spectrum (of the visible patches) is handed to the prediction, so only the spatial deviations from it are
            left to learn; on tiles that are mostly one cover these are close to noise (demo
            shards: predicting 0 scores 0.777, the best spatial interpolation 0.745), and the
            demo's downstream results fell from 40 to 29 % OA, 21 to 13 % mIoU with it.
@@ -75,7 +77,7 @@ def reconstruction_loss(pred_std: Tensor, target_patches: Tensor, target_valid: 
                         stats: dict[str, Tensor], mask: Tensor | None,
                         cfg: LossConfig, zeroed: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
     """pred_std [b, c, n, p] standardised prediction; target_patches/valid [b, c, n, p];
-    stats: `band_statistics` of the full target; mask bool [b, n] True = hidden patch, or None
+    stats: `target_norm.target_statistics` (visible patches of the target); mask bool [b, n] True = hidden patch, or None
     when the patches given are the hidden ones already (`MaskedAutoencoder` gathers them first,
     so the pixels of visible patches are never touched here). zeroed: target_patches are
     already 0 wherever target_valid is False (as `BandInputs.patches` are), which saves a pass.

@@ -7,7 +7,9 @@
   - the hyper output head reconstructs the TARGET view's bands: batch["target"] when present
     (another sensor's view of the same ground: CSMoE's cross-sensor MAE), else the input view;
   - loss on masked patches and valid target pixels (loss.py); only those patches are predicted
-    in the step, `MAEOutput.pred` (every patch) is built when first read.
+    in the step, `MAEOutput.pred` (every patch) is built when first read;
+  - the target is standardised with statistics of its VISIBLE patches (target_norm.py), so
+    nothing on the prediction side of the loss depends on a hidden target pixel.
 
 Letters: b batch, c bands, n patches, p patch pixels (k*k), d encoder width, dd decoder width.
 """
@@ -21,7 +23,6 @@ import torch
 from torch import Tensor, nn
 
 from specaware.model.block import Block, make_mlp
-from specaware.model.conditioning import band_statistics, destandardise, pooled_statistics
 from specaware.model.config import MAEConfig
 from specaware.model.encoder import EncoderOutput, SpecAwareEncoder
 from specaware.model.hyper_head import HeadFactors, HyperOutputHead
@@ -30,6 +31,7 @@ from specaware.model.loss import reconstruction_loss
 from specaware.model.masking import (gather_patches, hidden_indices,
                                      random_masking, scatter_tokens, unpatchify)
 from specaware.model.pos_embed import MetricPositionEmbedding
+from specaware.model.target_norm import destandardise, target_statistics
 
 
 @dataclass
@@ -119,33 +121,28 @@ class MaskedAutoencoder(nn.Module):
                                     inputs.patches.device, generator)
         encoded = self.forward_encoder(inputs, keep)
         tokens, routing = self.decoder(encoded, inputs)
-        loss, parts, rebuild = self.forward_loss(tokens, target, mask, keep.shape[1], inputs.grid)
+        stats = target_statistics(target, keep, self.config.loss.target_norm,
+                                  encoded.stats if target is inputs else None)
+        loss, parts, rebuild = self.forward_loss(tokens, target, mask, keep.shape[1], stats,
+                                                 inputs.grid)
         return MAEOutput(loss, parts, mask, {**encoded.routing, **routing}, rebuild)
 
     def forward_loss(self, tokens: Tensor, target: BandInputs, mask: Tensor, num_keep: int,
-                     grid: tuple[int, int]):
-        """Decoder tokens [b, n, dd] -> (loss, parts, closure rebuilding `pred`).
+                     stats: dict[str, Tensor], grid: tuple[int, int]):
+        """Decoder tokens [b, n, dd] + target statistics (`target_norm.target_statistics`)
+        -> (loss, parts, closure rebuilding `pred`).
 
         The loss sees the hidden patches only: the head runs on their tokens, and the pixels of
-        visible patches are neither predicted nor read for it; the reconstruction of every patch
-        is made on demand from the detached projection."""
+        hidden patches are read as the target only, never for the statistics the prediction is
+        de-standardised with; the reconstruction of every patch is made on demand from the
+        detached projection."""
         hidden = hidden_indices(mask, mask.shape[1] - num_keep)
         pred_std, projected, factors = self.head(tokens, target, hidden)
-        stats = self.target_statistics(target)
         loss, parts = reconstruction_loss(pred_std, gather_patches(target.patches, hidden),
                                           gather_patches(target.valid, hidden), stats, None,
                                           self.config.loss, zeroed=True)
         rebuild = self._reconstruction(projected.detach(), factors.detach(), stats, grid[1])
         return loss, parts, rebuild
-
-    @torch.no_grad()
-    def target_statistics(self, target: BandInputs) -> dict[str, Tensor]:
-        """Mean and std [b, c] the target is standardised with (`loss.target_norm`), from all
-        its valid pixels; the head predicts in these units."""
-        stats = band_statistics(target.patches, target.valid, target.band_mask, zeroed=True)
-        if self.config.loss.target_norm == "sample":
-            stats = pooled_statistics(stats, target.band_mask)
-        return stats
 
     def _reconstruction(self, projected: Tensor, factors: HeadFactors,
                         stats: dict[str, Tensor], grid_w: int) -> Callable[[], Tensor]:

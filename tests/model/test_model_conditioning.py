@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import specaware
-from specaware.model.conditioning import (Vocabulary, band_statistics, destandardise,
-                                          standardise)
+from specaware.model.conditioning import Vocabulary, band_statistics, standardise
+from specaware.model.target_norm import destandardise
 from tests.model.batches import pad_batch, sample
 
 

@@ -10,19 +10,22 @@ import torch
 from einops import rearrange
 
 import specaware
-from specaware.model.conditioning import (band_statistics, destandardise, pooled_statistics,
-                                         standardise)
+from specaware.model.conditioning import band_statistics, standardise
 from specaware.model.config import LossConfig
 from specaware.model.fused_loss import FusedReconstructionLoss
 from specaware.model.loss import pixel_loss, reconstruction_loss, spectral_angle_loss
 from specaware.model.masking import gather_patches, hidden_indices, random_masking, unpatchify
+from specaware.model.target_norm import destandardise, pooled_statistics
 from tests.model.batches import pad_batch, sample
 
 
-def dense_reference_loss(pred_std, target, valid, mask, cfg: LossConfig):
-    """The loss the direct way: every patch, float weights, no fused ops."""
+def dense_reference_loss(pred_std, target, valid, mask, cfg: LossConfig,
+                         visible_statistics: bool = False):
+    """The loss the direct way: every patch, float weights, no fused ops. The statistics are
+    those of every valid pixel, or of the visible patches' (as the model takes them)."""
     w = (valid & rearrange(mask, "b n -> b 1 n 1")).float()
-    vf = valid.float()
+    vf = (valid & ~rearrange(mask, "b n -> b 1 n 1")).float() if visible_statistics \
+        else valid.float()
     count = vf.sum((2, 3))
     mean = (target * vf).sum((2, 3)) / count.clamp_min(1.0)
     var = (((target - mean[..., None, None]) * vf) ** 2).sum((2, 3)) / count.clamp_min(1.0)
@@ -35,7 +38,7 @@ def dense_reference_loss(pred_std, target, valid, mask, cfg: LossConfig):
         mean, var = pooled[:, None].expand_as(mean), var[:, None].expand_as(mean)
     std = torch.maximum(var.sqrt(), 0.01 * bright[:, None] + 1e-6)[..., None, None]
     mean = mean[..., None, None]
-    target_std = (target - mean) / std * vf
+    target_std = (target - mean) / std * valid
     diff = pred_std - target_std
     err = (diff ** 2 + cfg.charbonnier_eps ** 2).sqrt() if cfg.pixel == "charbonnier" else diff ** 2
     pix = (err * w).sum() / w.sum().clamp_min(1.0)
@@ -87,7 +90,10 @@ def test_pred_is_the_head_on_every_patch(norm):
                                 torch.Generator().manual_seed(0))
     assert torch.equal(mask, out.mask)
     pred_std, _ = mae.forward_decoder(mae.forward_encoder(inputs, keep), inputs, inputs)
-    stats = band_statistics(inputs.patches, inputs.valid, inputs.band_mask)
+    # target statistics of the visible patches (every real band has valid pixels there)
+    stats = band_statistics(gather_patches(inputs.patches, keep),
+                            gather_patches(inputs.valid, keep), inputs.band_mask)
+    assert bool((stats["valid_frac"] > 0)[inputs.band_mask].all())
     if norm == "sample":
         stats = pooled_statistics(stats, inputs.band_mask)
     want = unpatchify(destandardise(pred_std, stats), 8, inputs.grid[1])
@@ -187,7 +193,8 @@ def test_model_loss_and_gradients_equal_the_dense_formula(norm):
     keep, mask = random_masking(2, inputs.num_patches, mae.config.mask_ratio, "cpu",
                                 torch.Generator().manual_seed(0))
     pred_std, _ = mae.forward_decoder(mae.forward_encoder(inputs, keep), inputs, inputs)
-    want = dense_reference_loss(pred_std, inputs.patches, inputs.valid, mask, mae.config.loss)
+    want = dense_reference_loss(pred_std, inputs.patches, inputs.valid, mask, mae.config.loss,
+                                visible_statistics=True)
     params = [p for p in mae.parameters() if p.requires_grad]
     got_grads = torch.autograd.grad(out.loss, params, allow_unused=True)
     want_grads = torch.autograd.grad(want, params, allow_unused=True)

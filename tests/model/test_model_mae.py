@@ -184,7 +184,7 @@ def test_a_few_steps_reduce_the_loss():
 
 
 def test_pooled_statistics_are_those_of_every_valid_pixel_of_the_real_bands():
-    from specaware.model.conditioning import pooled_statistics
+    from specaware.model.target_norm import pooled_statistics
     gen = torch.Generator().manual_seed(4)
     x = torch.rand(2, 5, 4, 9, generator=gen) * torch.arange(1.0, 6.0).reshape(1, 5, 1, 1)
     valid = torch.rand(2, 5, 4, 9, generator=gen) > 0.3
