@@ -84,8 +84,10 @@ class MAEConfig:
     hyper_hidden: int = 128           # width of the hypernetwork features feeding U_c
     cls_token: bool = False
     mask_ratio: float = 0.75
-    pos_min_period_m: float = 4.0     # GSD-scaled sin-cos positions, periods in metres
-    pos_max_period_m: float = 100_000.0
+    # sin-cos positions: periods per sample from 2 patch spacings to 4 tile extents
+    # (pos_embed.py), clipped to these bounds in metres
+    pos_min_period_m: float = 1.0
+    pos_max_period_m: float = 1e7
     drop_path: float = 0.0
     sensors: list[str] = field(default_factory=lambda: list(CANONICAL_SENSORS))
     levels: list[str] = field(default_factory=lambda: list(CANONICAL_LEVELS))

@@ -75,14 +75,3 @@ def test_invalid_pixels_do_not_change_tokens(mae):
     clean = mae.encoder.forward_features(pad_batch([s]))
     s["image"][:, 3:5, 2:9] = float("nan")
     torch.testing.assert_close(mae.encoder.forward_features(pad_batch([s])), clean)
-
-
-def test_positions_are_in_metres():
-    """The patch centred 120 m from the corner gets the same code at any GSD / patch size."""
-    from specaware.model.pos_embed import MetricPositionEmbedding
-    pe = MetricPositionEmbedding(32)
-    at_10m = pe(2, 2, 8, torch.tensor([10.0]))[0, 3]      # patch (1, 1): 1.5 * 8 px * 10 m
-    at_5m = pe(4, 4, 16, torch.tensor([5.0]))[0, 5]       # patch (1, 1): 1.5 * 16 px * 5 m
-    torch.testing.assert_close(at_10m, at_5m)
-    same_pixels_other_gsd = pe(2, 2, 8, torch.tensor([5.0]))[0, 3]
-    assert not torch.allclose(same_pixels_other_gsd, at_10m)
