@@ -24,7 +24,8 @@ class Routing:
     """Weights of one router call. dispatch/combine [b, n, m] in the input dtype.
 
     dispatch sums to 1 over real tokens for every slot (padded tokens get exactly 0);
-    combine sums to 1 over the m slots for every token. logits [b, n, m] float32.
+    combine sums to 1 over the m slots for every token. logits [b, n, m] float32, or float64
+    for float64 input (so the layer can be gradchecked).
     """
     dispatch: Tensor
     combine: Tensor
@@ -65,19 +66,20 @@ class SoftRouter(nn.Module):
         return Routing(dispatch.to(x.dtype), combine.to(x.dtype), logits)
 
     def logits(self, x: Tensor) -> Tensor:
-        """x [b, n, d] -> float32 logits [b, n, m]."""
+        """x [b, n, d] -> logits [b, n, m], float32 (float64 when x is float64)."""
+        # softmaxes in at least float32: bf16 logits lose the small differences the softmax
+        # amplifies; float64 stays float64
+        wide = torch.promote_types(x.dtype, torch.float32)
         if not self.normalize:
-            # softmaxes in float32: bf16 logits lose the small differences the softmax amplifies
-            return torch.matmul(x, self.phi.to(x.dtype)).float()
+            return torch.matmul(x, self.phi.to(x.dtype)).to(wide)
         phi = F.normalize(self.phi, dim=0).to(x.dtype)               # [d, m], once per call
         # normalize(x) @ (scale * phi) == (x @ phi) * scale / |x|: the scale and the token norms
         # multiply the logits row-wise ([b, n, 1], the smallest operand), which skips the
         # normalised copy of x and F.normalize's long backward on [b, n, d]. 1/max(|x|, eps) as
         # in F.normalize, so an all-zero (padding) token still gets logits 0.
-        wide = torch.promote_types(x.dtype, torch.float32)        # bf16 -> fp32, fp64 stays
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wide)
         row_scale = self.scale.to(wide) / norm.clamp_min(1e-12)            # [b, n, 1]
-        return (torch.matmul(x, phi).to(wide) * row_scale).float()
+        return torch.matmul(x, phi).to(wide) * row_scale
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_experts={self.num_experts}, "

@@ -61,3 +61,34 @@ def test_metrics_are_lazy_detached_and_flat():
 def test_empty_metrics():
     empty = RoutingMetrics.empty()
     assert empty.as_dict() == {} and not empty and empty.aux_loss is None
+
+
+def test_expert_load_under_uneven_routing_counts_real_tokens_only():
+    """Hand-made combine weights, 2 experts of 1 slot: the real tokens of sample 0 go to
+    expert 0 (weight 1) and half/half, sample 1's single real token to expert 1; the padded
+    tokens all point to expert 0, so averaging over them would give a different load."""
+    from moe.metrics import soft_moe_metrics
+    combine = torch.tensor([[[1.0, 0.0], [0.5, 0.5], [1.0, 0.0]],
+                            [[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    dispatch = torch.full((2, 3, 2), 1 / 3)
+    t = soft_moe_metrics(dispatch, combine, mask, torch.randn(2, 2, 4), 2).tensors()
+    # real tokens: expert 0 gets 1 + 0.5 + 0, expert 1 gets 0 + 0.5 + 1, of 3 tokens
+    torch.testing.assert_close(t["expert_load"], torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(t["combine_max"], torch.tensor((1.0 + 0.5 + 1.0) / 3))
+
+
+def test_expert_load_of_a_trained_like_router_matches_a_per_token_count():
+    torch.manual_seed(3)
+    layer = SoftMoE(8, 4, 2, 16)
+    with torch.no_grad():
+        layer.router.scale.fill_(30.0)                      # sharp, uneven routing
+    x = torch.randn(3, 6, 8)
+    mask = torch.tensor([[True] * 6, [True, True, False, False, False, False],
+                         [False, True, True, True, False, True]])
+    _, metrics = layer(x, mask)
+    combine = layer.router(x, mask).combine
+    per_token = combine.reshape(3, 6, 4, 2).sum(-1)[mask]           # [real tokens, e]
+    want = per_token.mean(0)
+    assert float(want.max() - want.min()) > 0.1                     # really uneven
+    torch.testing.assert_close(metrics["expert_load"], want, atol=1e-6, rtol=1e-5)

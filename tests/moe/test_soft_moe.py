@@ -264,9 +264,38 @@ def test_router_logits_equal_normalised_tokens_times_normalised_slots(dtype):
     x = torch.randn(2, 5, 8, dtype=torch.float64)
     x[1, 3] = 0                                          # an all-zero (padding) token
     phi = 2.5 * nn.functional.normalize(router.phi.double(), dim=0)
-    expected = (nn.functional.normalize(x, dim=-1) @ phi).float()
+    expected = nn.functional.normalize(x, dim=-1) @ phi
     logits = router.to(dtype).logits(x.to(dtype))
-    assert logits.dtype == torch.float32
+    # at least float32 (the softmaxes need it), float64 kept
+    assert logits.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    expected = expected.to(logits.dtype)
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
     torch.testing.assert_close(logits, expected, atol=tol, rtol=tol)
     assert torch.all(logits[1, 3] == 0)
+
+
+def test_all_padding_sequence_gets_exactly_zero_dispatch_and_slots():
+    """Not just a zero output (the final mask hides a wrong dispatch): the router gives every
+    token of an all-padding sequence, and every padded token elsewhere, weight exactly 0, so
+    its slots are exactly 0."""
+    layer = make_layer()
+    x = torch.randn(2, 4, 8)
+    mask = torch.tensor([[True, True, False, False], [False] * 4])
+    routing = layer.router(x, mask)
+    assert torch.all(routing.dispatch[1] == 0)
+    assert torch.all(routing.dispatch[0, 2:] == 0)
+    torch.testing.assert_close(routing.dispatch[0].sum(0), torch.ones(8))
+    seen = []
+    layer.experts.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    y, _ = layer(x, mask)
+    slots = seen[0].reshape(4, 2, 2, 8).transpose(0, 1)                 # [b, e, s, d]
+    assert torch.all(slots[1] == 0) and torch.all(y[1] == 0)
+
+
+def test_float64_stays_float64_and_passes_gradcheck():
+    layer = make_layer(dim=6, e=2, s=2, h=5).double()
+    x = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, True, True, False], [True, False, True, True]])
+    routing = layer.router(x, mask)
+    assert routing.logits.dtype == routing.dispatch.dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda t: layer(t, mask)[0], (x,), eps=1e-6, atol=1e-8)
