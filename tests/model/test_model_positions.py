@@ -2,7 +2,8 @@
 
 A frequency is useful when its period is at least two patch spacings (else the patch grid
 aliases it) and at most 8 tile extents (else it is constant over the tile). The old fixed
-range of 4 m to 100 km left 46-70 % of them useful at 5-60 m GSD (patch 8, 128 px tiles).
+range of 4 m to 100 km left 38-41 % of them useful at 5-60 m GSD (patch 8, 128 px tiles:
+30-56 % aliased, 5-31 % constant over the tile).
 """
 import pytest
 import torch
