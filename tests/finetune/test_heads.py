@@ -176,3 +176,30 @@ def test_dense_heads_return_input_resolution_for_sizes_off_the_patch_grid():
     batch = collate([sample(h=13, w=19), sample(c=5, h=13, w=19, seed=3)])
     assert Segmenter(enc, 4, width=16)(batch).shape == (2, 4, 13, 19)
     assert ChangeDetector(enc, 3, fusion="concat", width=16)(batch, batch).shape == (2, 3, 13, 19)
+
+
+def test_scene_mean_pooling_weighs_patches_by_their_real_pixels():
+    """13 x 19 px with patch 8 is padded to 16 x 24: the last patch row holds 5 of 8 real rows,
+    the last column 3 of 8 real columns. Mean pooling weighs each token by its real share,
+    so padding counts for nothing (a plain mean gave the padded strip full weight)."""
+    from specaware.finetune.heads.common import pad_to_patches
+    enc = api.build_encoder(None, "specaware_debug").eval()
+    assert enc.patch_size == 8
+    clf = SceneClassifier(enc, 3, pool="mean").eval()
+    batch = collate([sample(h=13, w=19), sample(c=5, h=13, w=19, seed=3)])
+    with torch.no_grad():
+        tokens = enc.forward_features(pad_to_patches(batch, 8)[0])            # [2, 6, d]
+        pooled = clf.pooled(tokens, 13, 19, 3)
+    share = torch.tensor([[1.0, 1.0, 3 / 8], [5 / 8, 5 / 8, 15 / 64]]).flatten()
+    want = (tokens * share[:, None]).sum(1) / share.sum()
+    torch.testing.assert_close(pooled, want, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(pooled, tokens.mean(1), atol=1e-4)
+
+
+def test_padding_is_invalid_even_when_the_batch_has_no_valid_mask():
+    from specaware.finetune.heads.common import pad_to_patches
+    batch = {"image": torch.rand(1, 2, 13, 19)}
+    padded, (h, w) = pad_to_patches(batch, 8)
+    assert padded["valid"].shape == (1, 16, 24) and (h, w) == (13, 19)
+    assert bool(padded["valid"][:, :13, :19].all()) and not bool(padded["valid"][:, 13:].any())
+    assert not bool(padded["valid"][:, :, 19:].any())

@@ -1,6 +1,7 @@
 """Scene (or pixel-patch) classification on a pretrained encoder (DESIGN.md section 5).
 
-Tokens from `encoder.forward_features` are pooled (mean over all patches, or the patch holding
+Tokens from `encoder.forward_features` are pooled (mean over the patches, each weighted by its
+share of real pixels so the padding `pad_to_patches` adds weighs nothing, or the patch holding
 the centre pixel, which is what pixel-wise benchmark classification wants) and classified by a
 linear layer (linear probe when the encoder is frozen) or a small MLP.
 
@@ -11,10 +12,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from einops import reduce
 from torch import nn
 
-from specaware.finetune.heads.common import FrozenAwareModule, Freeze, pad_to_patches, set_trainable
+from specaware.finetune.heads.common import (FrozenAwareModule, Freeze, pad_to_patches,
+                                             real_patch_fraction, set_trainable)
 
 
 class SceneClassifier(FrozenAwareModule):
@@ -48,9 +49,12 @@ class SceneClassifier(FrozenAwareModule):
         return self.head(self.pooled(tokens, H, W, batch["image"].shape[-1] // k))
 
     def pooled(self, tokens: torch.Tensor, H: int, W: int, grid_w: int) -> torch.Tensor:
-        """[b, n, d] -> [b, d]: mean of all tokens, or the token that holds pixel (H/2, W/2)."""
+        """[b, n, d] -> [b, d]: mean of the tokens weighted by their share of real (unpadded)
+        pixels, or the token that holds pixel (H/2, W/2)."""
         if self.pool == "mean":
-            return reduce(tokens, "b n d -> b d", "mean")
+            k = self.encoder.patch_size
+            weight = real_patch_fraction(H, W, k, tokens.device).to(tokens.dtype)     # [n]
+            return torch.einsum("bnd,n->bd", tokens, weight / weight.sum())
         k = self.encoder.patch_size
         index = ((H // 2) // k) * grid_w + (W // 2) // k
         return tokens[:, index]

@@ -77,9 +77,22 @@ def pad_to_patches(batch: dict, k: int) -> tuple[dict, tuple[int, int]]:
         return batch, (H, W)
     out = dict(batch)
     out["image"] = F.pad(batch["image"], (0, pw, 0, ph))
-    if "valid" in batch and batch["valid"] is not None:
-        out["valid"] = F.pad(batch["valid"], (0, pw, 0, ph), value=False)
+    valid = batch.get("valid")
+    if valid is None:        # the padding must be invalid, not black pixels in the statistics
+        image = batch["image"]
+        valid = torch.ones(image.shape[0], H, W, dtype=torch.bool, device=image.device)
+    out["valid"] = F.pad(torch.as_tensor(valid).bool(), (0, pw, 0, ph), value=False)
     return out, (H, W)
+
+
+def real_patch_fraction(H: int, W: int, k: int, device=None) -> torch.Tensor:
+    """[n] share of each patch's k*k pixels inside the original H x W (the rest is padding
+    from `pad_to_patches`), patches row-major over the padded grid."""
+    rows = (torch.arange(-(-H // k) * k, device=device) < H).float()
+    cols = (torch.arange(-(-W // k) * k, device=device) < W).float()
+    per_row = rows.reshape(-1, k).mean(1)                                    # [h]
+    per_col = cols.reshape(-1, k).mean(1)                                    # [w]
+    return (per_row[:, None] * per_col[None, :]).flatten()
 
 
 class FrozenAwareModule(nn.Module):
