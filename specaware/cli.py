@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("specaware.audit.cli", "membership-inference audit of a fine-tuned classifier"),
 }
 
-# commands that run model steps; see specaware.model.runtime (SPECAWARE_MALLOC=system opts out)
+# commands that run model steps; see specaware.runtime (SPECAWARE_MALLOC=system opts out)
 TRAINING_COMMANDS = {"pretrain", "finetune", "predict", "demo", "federated", "audit"}
 
 
@@ -67,7 +67,7 @@ def _run(argv: list[str]) -> int:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         top.error(f"unknown command '{name}'{hint} (commands: {', '.join(COMMANDS)})")
     if name in TRAINING_COMMANDS:
-        from specaware.model.runtime import tune_cpu_malloc
+        from specaware.runtime import tune_cpu_malloc
         tune_cpu_malloc()   # CPU steps halve: large tensors stop paying page faults every step
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"specaware {name}", description=COMMANDS[name][1])

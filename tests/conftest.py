@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 def pytest_configure(config):
     # glibc keeps freed tensor memory for reuse: model steps in tests run ~2x faster
-    from specaware.model.runtime import tune_cpu_malloc
+    from specaware.runtime import tune_cpu_malloc
     tune_cpu_malloc()
 
 

@@ -16,7 +16,7 @@ the step that were alive at once: activations and temporaries. Weights and their
 allocated before the measured step (gradients accumulate in place) and are printed apart, as
 "weights+grads", since they do not grow with the tiles of a step.
 
-glibc malloc is tuned first (specaware.model.runtime.tune_cpu_malloc, as a CPU training run
+glibc malloc is tuned first (specaware.runtime.tune_cpu_malloc, as a CPU training run
 should be), for both models alike; --system-malloc leaves it at its defaults.
 
 Run: PYTHONPATH=. .venv/bin/python bench/bench_model.py [--quick] [--threads N]
@@ -38,7 +38,7 @@ from specaware.model.flops import count_flops, peak_cpu_memory, synthetic_batch
 from specaware.model.masking import (gather_patches, gather_tokens, patchify, random_masking,
                                      scatter_tokens)
 from specaware.model.pos_embed import MetricPositionEmbedding
-from specaware.model.runtime import tune_cpu_malloc
+from specaware.runtime import tune_cpu_malloc
 from specaware.model.variants import create_model, model_config
 
 TARGET = 1.5
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     tuned = False if a.system_malloc else tune_cpu_malloc()
     print(f"bench_model: threads={torch.get_num_threads()}, torch {torch.__version__}, "
-          f"malloc {'tuned (specaware.model.runtime)' if tuned else 'system default'}")
+          f"malloc {'tuned (specaware.runtime)' if tuned else 'system default'}")
     compare_models(a)
     compare_embeddings(a)
     return 0

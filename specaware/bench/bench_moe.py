@@ -11,7 +11,7 @@ Prints:
 4. where Soft MoE's time goes (expert bank alone, router alone), and the same ratio where
    specaware uses Soft MoE: specaware_small's encoder MLP on the visible
    patches of pretraining (64 tokens = 64 slots) and on all 256 patches of fine-tuning.
-glibc malloc is tuned first (specaware.model.runtime.tune_cpu_malloc, which every specaware
+glibc malloc is tuned first (specaware.runtime.tune_cpu_malloc, which every specaware
 training entry point applies), for all layers alike; --system-malloc leaves the defaults, where
 Soft MoE pays more for its e-times larger weight gradients being paged in fresh every step.
 
@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from moe import DenseMLP, SoftMoE, TopKMoE
 from specaware.model.masking import num_visible
-from specaware.model.runtime import tune_cpu_malloc
+from specaware.runtime import tune_cpu_malloc
 from specaware.model.variants import model_config
 
 TARGET = 1.25
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     tuned = False if a.system_malloc else tune_cpu_malloc()
     layers = build_layers(a)
     print(f"bench_moe: {platform.machine()}, torch {torch.__version__}, fp32 on CPU, glibc "
-          f"malloc {'tuned (specaware.model.runtime)' if tuned else 'system default'}")
+          f"malloc {'tuned (specaware.runtime)' if tuned else 'system default'}")
     explain(a, layers)
     x = torch.randn(a.batch, a.tokens, a.dim)
     flop_table(a, layers, x)

@@ -11,7 +11,7 @@ import sys
 from specaware.training import cli
 
 if __name__ == "__main__":
-    from specaware.model.runtime import tune_cpu_malloc
+    from specaware.runtime import tune_cpu_malloc
     tune_cpu_malloc()   # the launchers bypass `specaware`'s dispatcher, which does it otherwise
     parser = argparse.ArgumentParser(prog="python -m specaware.training",
                                      description="pretrain the masked autoencoder with DeepSpeed")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-import specaware.model.runtime as runtime
+import specaware.runtime as runtime
 
 # the module file alone (stdlib only), so the child does not pay for importing torch
 CALL = (f"import importlib.util as u; s = u.spec_from_file_location('rt', {runtime.__file__!r}); "
