@@ -148,6 +148,8 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
     mc = model_config(cfg)                  # model.name and model.overrides, before any set-up
     expert_parallel.check_config(cfg.deepspeed.expert_parallel, cfg.deepspeed.zero_stage,
                                  lambda: _mae(mc))
+    from specaware.training.ds_config import validate_precision
+    validate_precision(cfg)
     cur = cfg.data.curation
     _check(cur.drop_quantile is None or 0.0 <= cur.drop_quantile < 1.0,
            "data.curation.drop_quantile", "must be in [0, 1) or null")

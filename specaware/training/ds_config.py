@@ -6,6 +6,18 @@ generated here, on top of per-stage tuning defaults; a preset YAML (`deepspeed.p
 naming both places, so the typed config stays the one source of truth.
 The optimizer and scheduler are torch objects handed to `deepspeed.initialize`, not entries
 here (DeepSpeed's own Adam would JIT-build a C++ op at start-up).
+
+bf16 (`deepspeed.precision: bf16`): weights and activations in bf16, fp32 master weights in
+the optimizer, and
+  - gradient accumulation in fp32 (`data_types.grad_accum_dtype`; DeepSpeed's default for bf16
+    is bf16, which rounds every micro-batch's contribution to 8 bits of mantissa). DeepSpeed
+    0.19 supports this with ZeRO 1-3 only; ZeRO 0 accumulates in bf16, so ZeRO 0 + bf16 is
+    refused with train.grad_accum > 1 (`validate_precision`);
+  - gradient communication in fp32 (`communication_data_type`): the all-reduce / reduce-scatter
+    sums gradients of every rank, and summing in bf16 loses the small ones against the large.
+    It doubles the gradient traffic of a bf16 run; for the model sizes shipped (<= base) the
+    step is compute-bound, and a cluster that needs the bandwidth can set
+    `communication_data_type: bf16` in a preset.
 """
 from __future__ import annotations
 
@@ -32,13 +44,17 @@ STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
 
 def _generated(cfg, world_size: int) -> dict[str, Any]:
     micro, accum = cfg.data.batch_size, cfg.train.grad_accum
-    return {
+    bf16 = cfg.deepspeed.precision == "bf16"
+    precision = {}
+    if bf16 and cfg.deepspeed.zero_stage > 0:
+        precision["data_types"] = {"grad_accum_dtype": "fp32"}
+    return {**precision,
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accum,
         "train_batch_size": micro * accum * world_size,
         "gradient_clipping": float(cfg.optim.grad_clip),
         "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
-        "bf16": {"enabled": cfg.deepspeed.precision == "bf16"},
+        "bf16": {"enabled": bf16},
         "fp16": {"enabled": False},
         # our AdamW is a torch optimizer; DeepSpeed only vouches for its own under ZeRO
         "zero_allow_untested_optimizer": True,
@@ -72,7 +88,19 @@ _OWNED = {
     "zero_optimization.stage": "deepspeed.zero_stage",
     "bf16.enabled": "deepspeed.precision",
     "fp16.enabled": "deepspeed.precision (fp16 is not supported; use bf16)",
+    "data_types.grad_accum_dtype": "deepspeed.precision (fp32 accumulation for bf16)",
 }
+
+
+def validate_precision(cfg) -> None:
+    """ZeRO 0 + bf16 accumulates gradients in bf16 in DeepSpeed 0.19 (see the module doc):
+    refused when there is anything to accumulate."""
+    if (cfg.deepspeed.precision == "bf16" and cfg.deepspeed.zero_stage == 0
+            and cfg.train.grad_accum > 1):
+        raise ConfigError(
+            f"config key 'train.grad_accum': {cfg.train.grad_accum} micro-batches would be "
+            f"accumulated in bf16 with deepspeed.zero_stage=0 (DeepSpeed accumulates in fp32 "
+            f"with ZeRO 1-3 only); set deepspeed.zero_stage=1 or train.grad_accum=1")
 
 
 def make_ds_config(cfg, world_size: int, preset_dir: str | Path | None = None) -> dict:
@@ -80,8 +108,11 @@ def make_ds_config(cfg, world_size: int, preset_dir: str | Path | None = None) -
 
     `deepspeed.preset` is a path, or a bare name looked up as `preset_dir/NAME.yaml`.
     """
+    validate_precision(cfg)
     generated = _generated(cfg, world_size)
     tuning = {"zero_optimization": dict(STAGE_DEFAULTS[cfg.deepspeed.zero_stage])}
+    if cfg.deepspeed.precision == "bf16":
+        tuning["communication_data_type"] = "fp32"      # a preset may choose bf16 instead
     name = cfg.deepspeed.preset
     if not name:
         return _merge_preset(tuning, generated, "<defaults>")

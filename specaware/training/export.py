@@ -1,8 +1,9 @@
 """`specaware export CKPT_DIR OUT.safetensors`: consolidated fp32 weights + JSON config.
 
 Works for checkpoints of every ZeRO stage: stages 1-3 (and bf16) are consolidated from the
-fp32 master copies in the partitioned optimizer states (DeepSpeed's zero_to_fp32), stage 0
-reads the module state directly. Output (the format `specaware.load_pretrained` reads,
+fp32 master copies in the partitioned optimizer states (DeepSpeed's zero_to_fp32); stage 0
+reads the module state, except in bf16, where the module holds bf16 weights and the fp32
+masters sit in the optimizer's state (named by the trainer, `fp32_master_names`). Output (the format `specaware.load_pretrained` reads,
 docs/INTERFACES.md): OUT.safetensors (fp32 state dict of the whole MaskedAutoencoder) and
 OUT.json beside it with format, model name, model config, step and the training config.
 
@@ -49,11 +50,12 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def consolidate(ckpt: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+def consolidate(ckpt: Path, trust_pickle: bool = False,
+                master_names: list[list[str]] | None = None) -> dict[str, torch.Tensor]:
     """fp32 state dict of the model in checkpoint folder `ckpt`, on CPU: the single-process
     model, with the experts of every expert-parallel rank when they were split. Unless
     `trust_pickle`, every DeepSpeed file must pass pickle_guard first (UnsafePickleError
-    otherwise)."""
+    otherwise). `master_names`: the trainer state's `fp32_master_names` (bf16 at ZeRO 0)."""
     ds_dir = ckpt / checkpoint.DS_TAG
     if not trust_pickle:
         pickle_guard.check_folder(ds_dir)
@@ -68,10 +70,43 @@ def consolidate(ckpt: Path, trust_pickle: bool = False) -> dict[str, torch.Tenso
         if not files:
             raise FileNotFoundError(f"{ds_dir}: no DeepSpeed model states; is this a "
                                     "checkpoint folder written by `specaware pretrain`?")
-        state = (torch.load(files[0], map_location="cpu", weights_only=False) if trust_pickle
-                 else pickle_guard.safe_load(files[0]))["module"]
+        saved = _load(files[0], trust_pickle)
+        state = _with_masters(_strip_prefix(dict(saved["module"])), saved.get("optimizer"),
+                              master_names, files[0])
     return {k: v.detach().float() if v.is_floating_point() else v.detach()
             for k, v in _strip_prefix(dict(state)).items()}
+
+
+def _load(path: Path, trust_pickle: bool):
+    """One DeepSpeed pickle: restricted unpickler unless the user vouched for the checkpoint."""
+    if trust_pickle:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    return pickle_guard.safe_load(path)
+
+
+def _with_masters(state: dict, optimizer: dict | None, names: list[list[str]] | None,
+                  source: Path) -> dict:
+    """`state` with its low-precision weights replaced by the optimizer's fp32 masters, where
+    the ZeRO-0 optimizer kept them (bf16); unchanged otherwise."""
+    groups = (optimizer or {}).get("fp32_groups") if isinstance(optimizer, dict) else None
+    low = [k for k, v in state.items() if v.is_floating_point() and v.dtype != torch.float32]
+    if not groups or not low:
+        return state
+    if names is None:
+        log.warning("%s: bf16 weights and fp32 masters without names (a checkpoint older than "
+                    "the trainer's fp32_master_names); exporting the bf16 weights", source)
+        return state
+    if [len(g) for g in names] != [len(g) for g in groups]:
+        raise RuntimeError(f"{source}: the fp32 master groups ({[len(g) for g in groups]}) do "
+                           f"not match the names the trainer saved ({[len(g) for g in names]})")
+    out = dict(state)
+    for group_names, group in zip(names, groups):
+        for name, master in zip(group_names, group):
+            if name not in state or state[name].numel() != master.numel():
+                raise RuntimeError(f"{source}: fp32 master of {name!r} does not match the "
+                                   f"module weight; the checkpoint is damaged")
+            out[name] = master.reshape(state[name].shape)
+    return out
 
 
 def _verify(state: dict[str, torch.Tensor], model_config: dict) -> None:
@@ -98,7 +133,7 @@ def export(ckpt: str | Path, out: str | Path, verify: bool = True,
 
     path = checkpoint.resolve_resume(str(ckpt), ckpt, flag="export")
     state_info = checkpoint.read_state(path)
-    state = consolidate(path, trust_pickle)
+    state = consolidate(path, trust_pickle, state_info.get("fp32_master_names"))
     if verify and state_info.get("model_config"):
         _verify(state, state_info["model_config"])
     out = Path(out)

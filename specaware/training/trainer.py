@@ -106,16 +106,17 @@ def curation(cfg: PretrainConfig):
     return _CURATED[ident]
 
 
-def to_device(batch, device: torch.device, image_dtype: torch.dtype):
-    """Tensors to `device`; pixel tensors to the model's dtype (band metadata stays fp32: a
-    wavelength in nm does not survive bf16's 8-bit mantissa)."""
+def to_device(batch, device: torch.device):
+    """Tensors to `device`, in the dtype the loader made them. Pixels stay float32 also in bf16
+    runs: the target statistics (counts, means, stds) and the loss are computed from them, and
+    bf16's 8-bit mantissa puts those off by up to 0.14 std units (a wavelength in nm would not
+    survive it either); the model casts to its weights' dtype where the matmuls are."""
     out = {}
     for key, value in batch.items():
         if isinstance(value, dict) and key == "target":
-            out[key] = to_device(value, device, image_dtype)
+            out[key] = to_device(value, device)
         elif torch.is_tensor(value):
-            value = value.to(device, non_blocking=True)
-            out[key] = value.to(image_dtype) if key == "image" else value
+            out[key] = value.to(device, non_blocking=True)
         else:
             out[key] = value
     return out
@@ -144,7 +145,6 @@ class Trainer:
                  data_factory=make_data):
         self.cfg, self.env, self.device, self.engine = cfg, env, device, engine
         self.scheduler, self.tracker, self.data_factory = scheduler, tracker, data_factory
-        self.dtype = next(engine.module.parameters()).dtype
         self.patch = getattr(getattr(engine.module, "encoder", None), "patch_size", 1)
         self.samples_seen, self.nonfinite_total, self.losses = 0, 0, []
         self.history: list[dict] = []       # logged metrics of this call (rank 0)
@@ -156,7 +156,7 @@ class Trainer:
         if self._it is None:
             self._loader = self.data_factory(self.cfg, self.env, step)
             self._it = iter(self._loader)
-        return to_device(next(self._it), self.device, self.dtype)
+        return to_device(next(self._it), self.device)
 
     # -- one optimizer step -------------------------------------------------------------------
     def _step(self, step: int, window: _Window):
@@ -235,11 +235,15 @@ class Trainer:
     # -- checkpoint ---------------------------------------------------------------------------
     def _state(self) -> dict:
         module = self.engine.module
-        return {"samples_seen": self.samples_seen, "world_size": self.env.world_size,
-                "data": {"segment_start": None, "seed": self.cfg.train.seed},
-                "nonfinite_skipped": self.nonfinite_total, "model": self.cfg.model.name,
-                "model_config": to_dict(module.config) if hasattr(module, "config") else {},
-                "config": resolved(self.cfg)}
+        state = {"samples_seen": self.samples_seen, "world_size": self.env.world_size,
+                 "data": {"segment_start": None, "seed": self.cfg.train.seed},
+                 "nonfinite_skipped": self.nonfinite_total, "model": self.cfg.model.name,
+                 "model_config": to_dict(module.config) if hasattr(module, "config") else {},
+                 "config": resolved(self.cfg)}
+        names = master_names(self.engine)
+        if names is not None:
+            state["fp32_master_names"] = names
+        return state
 
     def _save(self, step: int) -> None:
         state = self._state()
@@ -288,6 +292,18 @@ class Trainer:
             self.history.append(metrics)
             self.tracker.log(metrics, done)
             progress.print(metrics)
+
+
+def master_names(engine) -> list[list[str]] | None:
+    """Parameter names of the fp32 master copies, group by group, when the optimizer keeps them
+    outside ZeRO's files (bf16 at ZeRO stage 0: DeepSpeed's FP16_UnfusedOptimizer saves them
+    as nameless lists in the model states); export reads the weights from them."""
+    optimizer = engine.optimizer
+    groups = getattr(optimizer, "fp16_groups", None)
+    if groups is None or not hasattr(optimizer, "fp32_groups"):
+        return None
+    names = {id(p): n for n, p in engine.module.named_parameters()}
+    return [[names[id(p)] for p in group] for group in groups]
 
 
 def write_summary(path: Path, cfg: PretrainConfig, env, start: int, history: list[dict],
