@@ -86,6 +86,7 @@ class TrainSection:
     log_every: int = 10
     max_nonfinite: int = 10                # consecutive non-finite micro-batches before failing
     peak_tflops: float = 0.0               # per device, for MFU; 0 = look up the GPU, else no MFU
+    deterministic: bool = False            # deterministic kernels (determinism.py; README)
 
 
 @dataclass
@@ -150,6 +151,12 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
                                  lambda: _mae(mc))
     from specaware.training.ds_config import validate_precision
     validate_precision(cfg)
+    views = view_config(cfg.data.views)
+    _check(views is None or views.normalize.mode != "per_sample", "data.views.normalize.mode",
+           "per_sample standardises each tile over ALL its pixels before masking, so the "
+           "visible patches would carry the hidden patches' mean and std; pretraining refuses "
+           "it. Use none or affine: the model standardises every sample from its visible "
+           "patches itself")
     cur = cfg.data.curation
     _check(cur.drop_quantile is None or 0.0 <= cur.drop_quantile < 1.0,
            "data.curation.drop_quantile", "must be in [0, 1) or null")

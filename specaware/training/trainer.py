@@ -32,6 +32,7 @@ from specaware.config import ConfigError, save_yaml, to_dict
 from specaware.resources import config_path
 from specaware.training import checkpoint, distributed, expert_parallel
 from specaware.training.config import PretrainConfig, require_shards, resolved, view_config
+from specaware.training.determinism import make_deterministic
 from specaware.training.ds_config import make_ds_config
 from specaware.training.faults import fault_point, nan_injected
 from specaware.training.optim import make_optimizer
@@ -390,6 +391,8 @@ def run(cfg: PretrainConfig, resume: str | None = None, *, local_rank: int | Non
     `model_factory(cfg)` and `data_factory(cfg, env, start_step)` replace the registry model and
     the shard loader (tests, custom data); they must behave the same on every rank.
     """
+    if cfg.train.deterministic:       # before any CUDA work: cuBLAS reads its env var once
+        make_deterministic()
     if data_factory is None:
         require_shards(cfg)
         curation(cfg)                 # bad curation settings fail before DeepSpeed starts

@@ -70,14 +70,38 @@ def test_zero0_bf16_with_accumulation_is_refused_naming_the_keys():
     load_config(overrides=["deepspeed.precision=bf16", "deepspeed.zero_stage=0"])
 
 
+def test_per_sample_normalisation_is_refused_in_pretraining():
+    with pytest.raises(ConfigError, match="'data.views.normalize.mode'.*visible patches"):
+        load_config(overrides=["data.views.normalize.mode=per_sample"])
+    load_config(overrides=["data.views.normalize.mode=affine"])
+
+
+def test_deterministic_flag_switches_torch_to_deterministic_kernels(monkeypatch):
+    from specaware.training.determinism import make_deterministic
+    assert load_config(overrides=["train.deterministic=true"]).train.deterministic
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    try:
+        make_deterministic()
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        import os
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+        torch.backends.cudnn.deterministic = False
+
+
 def test_zero0_bf16_export_writes_the_fp32_masters(base_items, tmp_path):
     """A plain bf16 ZeRO-0 run (DeepSpeed's FP16_UnfusedOptimizer holds fp32 masters, the
     module bf16 weights): export writes the masters, not the bf16 weights widened."""
     from safetensors.torch import load_file
     run_dir = tmp_path / "run"
     items = [*base_items, "train.steps=2", "checkpoint.every=2", "deepspeed.zero_stage=0",
-             "deepspeed.precision=bf16"]
+             "deepspeed.precision=bf16", "train.deterministic=true"]
     result = launch(run_dir, items, launcher="plain").check()
+    assert "train.deterministic: deterministic algorithms on" in result.output
     ckpt = run_dir / "checkpoints" / checkpoint.step_name(2)
     names = checkpoint.read_state(ckpt)["fp32_master_names"]
     saved = torch.load(ckpt / checkpoint.DS_TAG / "mp_rank_00_model_states.pt",
