@@ -62,6 +62,8 @@ def consolidate(ckpt: Path, trust_pickle: bool = False,
     experts = expert_parallel.consolidate(ckpt)      # None unless deepspeed.expert_parallel > 1
     if experts is not None:
         state = {**expert_parallel.dense_from_zero(ds_dir, set(experts)), **experts}
+    elif list(ds_dir.glob("bf16_zero_pp_rank_*_optim_states.pt")):
+        state = _bf16_optimizer_state(ds_dir, trust_pickle)
     elif list(ds_dir.glob("*zero_pp_rank_*_optim_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=checkpoint.DS_TAG)
@@ -82,6 +84,30 @@ def _load(path: Path, trust_pickle: bool):
     if trust_pickle:
         return torch.load(path, map_location="cpu", weights_only=False)
     return pickle_guard.safe_load(path)
+
+
+def _bf16_optimizer_state(ds_dir: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
+    """State dict with fp32 masters from DeepSpeed's BF16_Optimizer files (bf16 with fp32
+    gradient accumulation at ZeRO 1), which zero_to_fp32 does not read: each rank holds one
+    contiguous slice of every parameter group's flat fp32 buffer (padding at the very end), and
+    the model states list the group's parameters in buffer order (`param_shapes`)."""
+    def rank(path: Path) -> int:
+        return int(path.name.split("_pp_rank_")[1].split("_")[0])
+
+    files = sorted(ds_dir.glob("bf16_zero_pp_rank_*_optim_states.pt"), key=rank)
+    saved = _load(sorted(ds_dir.glob("mp_rank_*_model_states.pt"))[0], trust_pickle)
+    parts = [_load(f, trust_pickle)["optimizer_state_dict"]["single_partition_of_fp32_groups"]
+             for f in files]
+    state = _strip_prefix(dict(saved["module"]))
+    for g, shapes in enumerate(saved["param_shapes"]):
+        flat = torch.cat([p[g] for p in parts])
+        sizes = [int(torch.Size(shape).numel()) for shape in shapes.values()]
+        if sum(sizes) > flat.numel():
+            raise RuntimeError(f"{ds_dir}: parameter group {g} holds {flat.numel()} fp32 values "
+                               f"for {sum(sizes)} weights; a rank's optimizer file is missing")
+        for (name, shape), piece in zip(shapes.items(), flat[:sum(sizes)].split(sizes)):
+            state[name.removeprefix("module.")] = piece.reshape(shape)
+    return state
 
 
 def _with_masters(state: dict, optimizer: dict | None, names: list[list[str]] | None,

@@ -118,3 +118,29 @@ def test_zero0_bf16_export_writes_the_fp32_masters(base_items, tmp_path):
         assert torch.equal(exported[name].reshape(-1), master.reshape(-1)), name
     widened = [n for n, t in exported.items() if torch.equal(t, t.bfloat16().float())]
     assert len(widened) < len(masters) / 2         # most weights carry more than bf16's bits
+
+
+def test_zero1_bf16_export_joins_the_ranks_fp32_masters(base_items, tmp_path):
+    """bf16 at ZeRO 1 with fp32 accumulation (DeepSpeed's BF16_Optimizer, 2 ranks): export
+    joins each rank's slice of the fp32 masters; every exported weight rounds to the bf16
+    weight the module holds, and most carry more bits than bf16."""
+    from safetensors.torch import load_file
+    run_dir = tmp_path / "run"
+    items = [*base_items, "train.steps=2", "checkpoint.every=2", "deepspeed.zero_stage=1",
+             "deepspeed.precision=bf16", "train.grad_accum=2"]
+    launch(run_dir, items).check()
+    ckpt = run_dir / "checkpoints" / checkpoint.step_name(2)
+    assert len(list((ckpt / checkpoint.DS_TAG).glob("bf16_zero_pp_rank_*"))) == 2
+    out = tmp_path / "export.safetensors"
+    cmd = [str(Path(sys.executable).parent / "specaware"), "export", str(run_dir), str(out)]
+    proc = subprocess.run(cmd, env=run_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exported = load_file(str(out))
+    module = torch.load(ckpt / checkpoint.DS_TAG / "mp_rank_00_model_states.pt",
+                        map_location="cpu", weights_only=False)["module"]  # ours: trusted
+    for name, weight in module.items():
+        assert weight.dtype == torch.bfloat16
+        got = exported[name].reshape(weight.shape)
+        assert torch.equal(got.bfloat16(), weight), name
+    widened = [n for n, t in exported.items() if torch.equal(t, t.bfloat16().float())]
+    assert len(widened) < len(module) / 2
