@@ -159,12 +159,13 @@ def test_cli_shards_and_reports(tmp_path, capsys):
     assert "unknown sensor 'foo'" in capsys.readouterr().err
 
 
-def test_cli_warns_when_every_tile_is_invalid(tmp_path, capsys):
+def test_cli_fails_saying_why_when_every_tile_is_invalid(tmp_path, capsys):
     cube = synthetic_cube(WL, 16, 16) * 5000  # integer-scaled reflectance read as L2
     path = write_envi(tmp_path / "dn.img", cube, wavelength=WL, fwhm=FWHM)
     assert cli_main(["shard", str(path), "--out", str(tmp_path / "o"), "--tile", "16",
-                     "--quiet"]) == 0
-    assert "--scale (e.g. 0.0001" in capsys.readouterr().err
+                     "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "--scale (e.g. 0.0001" in err and "wrote no tile" in err
 
 
 def test_caps_follow_the_level_and_spare_thermal_bands(tmp_path):
