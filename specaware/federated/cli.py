@@ -39,6 +39,7 @@ def build_config(args):
 def main(args) -> int:
     from specaware.config import ConfigError
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("flwr").propagate = False     # Flower prints its own log lines
     try:
         cfg = build_config(args)
         from specaware.federated.config import validate

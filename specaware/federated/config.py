@@ -91,7 +91,8 @@ class DeploymentSection:
     """engine=deployment: `superlink` = host:port of a running SuperLink (its sites' SuperNodes
     connected); "" starts a SuperLink and one SuperNode per client on 127.0.0.1 for this run."""
     superlink: str = ""
-    insecure: bool = True
+    insecure: bool = True             # false: TLS, with root_certificates
+    root_certificates: str = ""       # CA certificate file of the SuperLink (TLS)
     timeout: float = 3600.0           # seconds `flwr run` may take
 
 

@@ -44,12 +44,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_flwr_home(home: Path, superlink: str, insecure: bool = True) -> Path:
-    """A FLWR_HOME whose config.toml names the SuperLink as connection `specaware`."""
+def write_flwr_home(home: Path, superlink: str, insecure: bool = True,
+                    root_certificates: str = "") -> Path:
+    """A FLWR_HOME whose config.toml names the SuperLink as connection `specaware` (TLS with
+    `root_certificates`, the CA file, unless `insecure`)."""
+    import tomli_w
+    connection = {"address": superlink, "insecure": insecure}
+    if root_certificates:
+        connection["root-certificates"] = str(Path(root_certificates).resolve())
     home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "{superlink}"\ninsecure = {str(insecure).lower()}\n')
+    (home / "config.toml").write_text(tomli_w.dumps(
+        {"superlink": {"default": CONNECTION, CONNECTION: connection}}))
     return home
 
 
@@ -61,10 +66,13 @@ def write_run_config(config_json: str, path: Path) -> Path:
 
 
 def submit(config_json: str, run_dir: Path, superlink: str, timeout: float,
-           insecure: bool = True) -> subprocess.CompletedProcess:
+           insecure: bool = True, root_certificates: str = "") -> subprocess.CompletedProcess:
     """`flwr run` of the specaware app on `superlink` (host:port), streaming its log into
     run_dir/flwr_run.log until the run ends or `timeout` seconds pass."""
-    home = write_flwr_home(run_dir / "flwr_home", superlink, insecure)
+    if not insecure and not root_certificates:
+        raise ValueError("deployment.insecure=false needs deployment.root_certificates (the CA "
+                         "file the SuperLink's certificate is signed with)")
+    home = write_flwr_home(run_dir / "flwr_home", superlink, insecure, root_certificates)
     run_config = write_run_config(config_json, run_dir / "run_config.toml")
     env = flower_env(FLWR_HOME=str(home))
     with open(run_dir / "flwr_run.log", "w") as log:

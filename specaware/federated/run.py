@@ -78,7 +78,8 @@ def deploy(cfg: FederatedConfig, config_path: Path) -> None:
     out, text = Path(cfg.out), config_path.read_text()
     dep = cfg.deployment
     if dep.superlink:
-        result = submit(text, out, dep.superlink, dep.timeout, dep.insecure)
+        result = submit(text, out, dep.superlink, dep.timeout, dep.insecure,
+                        dep.root_certificates)
     else:
         data = [out / "data" / f"client-{i}.npz" for i in range(len(cfg.clients))]
         with LocalFederation(out, data) as federation:
