@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
+from rasterio.windows import Window
 
 from specaware.data.raster import open_scene, read_window
 from specaware.federated.config import DataConfig
@@ -129,14 +130,17 @@ def source_tiles(pairs: list[tuple[Path, Path]], cfg: DataConfig) -> SourceTiles
             raise ValueError(f"{label_path}: label map {lab.shape} is not on the grid of "
                              f"{image_path} ({scene.height}, {scene.width}); fix: resample it")
         meta = meta or scene
-        with rasterio.open(image_path) as src:
-            data, nodata = read_window(src, scene, rasterio.windows.Window(
-                0, 0, scene.width, scene.height))
-        for r, c, k in tile_labels(np.where(lab > 254, 255, lab).astype(np.uint8),
-                                   cfg.tile, cfg.purity):
-            images.append(data[:, r:r + cfg.tile, c:c + cfg.tile])
-            valids.append(~nodata[:, r:r + cfg.tile, c:c + cfg.tile])
-            labels.append(k)
+        if not np.array_equal(scene.wavelength, meta.wavelength):
+            raise ValueError(f"{image_path}: its {scene.num_bands} bands differ from those of "
+                             f"{meta.path} ({meta.num_bands}); data.images must share one band "
+                             "set (the clients' sensors are simulated from it)")
+        with rasterio.open(image_path) as src:      # one window per kept tile: memory ~ tiles
+            for r, c, k in tile_labels(np.where(lab > 254, 255, lab).astype(np.uint8),
+                                       cfg.tile, cfg.purity):
+                data, nodata = read_window(src, scene, Window(c, r, cfg.tile, cfg.tile))
+                images.append(data)
+                valids.append(~nodata)
+                labels.append(k)
     if meta is None or not labels:
         raise ValueError(f"no {cfg.tile} px tiles of purity >= {cfg.purity} in "
                          f"{[str(p[0]) for p in pairs]}; fix: smaller data.tile or more scenes")

@@ -43,6 +43,7 @@ def simulate(config_path: Path, num_clients: int) -> None:
     from specaware.federated.server import make_server_app
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")   # CPU-only clients
     run_simulation(server_app=make_server_app(str(config_path)),
                    client_app=make_client_app(str(config_path)),
                    num_supernodes=num_clients,

@@ -90,3 +90,26 @@ def test_shipped_configs_build():
     for name in ("federated/quick.yaml", "federated/three_sensors.yaml"):
         cfg = validate(build(FederatedConfig, [name]))
         assert len(cfg.clients) >= 3
+
+
+def test_scene_tiles_are_read_from_rasters_with_their_labels(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from specaware.federated.config import DataConfig
+    from specaware.federated.data import source_tiles
+    from specaware.testing import write_geotiff
+    s = get_sensor("enmap")
+    image = write_geotiff(tmp_path / "scene.tif", synthetic_cube(s.wavelength[:20], 32, 32),
+                          wavelength=s.wavelength[:20], fwhm=s.fwhm[:20])
+    labels = np.zeros((32, 32), np.uint8)
+    labels[:, 16:] = 1
+    labels[:16, :16] = 255                                       # unlabelled quarter
+    with rasterio.open(tmp_path / "labels.tif", "w", driver="GTiff", width=32, height=32,
+                       count=1, dtype="uint8", transform=from_origin(0, 32, 1, 1)) as dst:
+        dst.write(labels, 1)
+    tiles = source_tiles([(image, tmp_path / "labels.tif")],
+                         DataConfig(tile=16, min_tiles_per_class=1))
+    assert tiles.image.shape == (3, 20, 16, 16)                  # the unlabelled tile is skipped
+    assert sorted(tiles.label.tolist()) == [0, 1, 1]
+    np.testing.assert_allclose(tiles.wavelength, s.wavelength[:20], rtol=1e-5)
