@@ -1,8 +1,8 @@
 """How much of the MAE target can be learnt at all, under each `loss.target_norm`.
 
 For every tile of a shard set, hide 75 % of its 8 x 8 patches at random (as pretraining does),
-normalise the tile as the loss does ("band": each band by its own mean/std; "sample": one
-mean/std over all bands) and score three predictors of the hidden patches with the loss's pixel
+normalise the tile as the loss does (statistics of the visible patches; "band": each band by
+its own mean/std; "sample": one mean/std over all bands) and score three predictors of the hidden patches with the loss's pixel
 term (Charbonnier, eps 1e-3) on valid pixels:
 - zero:   predict 0, i.e. the normalisation's mean (what a model that learnt nothing outputs);
 - interp: each band of a hidden patch = 0.5 x the inverse-square-distance average of the visible
@@ -24,6 +24,7 @@ import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -33,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the folder holdi
 from specaware.cli import main as cli  # noqa: E402
 from specaware.data.codec import decode_sample  # noqa: E402
 from specaware.data.shard_reader import SkipStats, read_shard, resolve_source  # noqa: E402
-from specaware.model.conditioning import band_scale, band_statistics  # noqa: E402
-from specaware.model.target_norm import pooled_statistics  # noqa: E402
+from specaware.model.conditioning import band_scale  # noqa: E402
+from specaware.model.target_norm import target_statistics  # noqa: E402
 from specaware.model.masking import num_visible, patchify  # noqa: E402
 
 PATCH, MASK_RATIO, EPS = 8, 0.75, 1e-3
@@ -63,18 +64,18 @@ def tiles(shards: Path):
 
 def scores(sample: dict, norm: str, rng: np.random.Generator) -> dict[str, float] | None:
     x, valid = (patchify(torch.from_numpy(sample[k])[None], PATCH) for k in ("image", "valid"))
-    band_mask = valid.any(-1).any(-1)
-    stats = band_statistics(x.float(), valid, band_mask)
-    if norm == "sample":
-        stats = pooled_statistics(stats, band_mask)
-    mean, std = band_scale(stats)
-    z = torch.where(valid, (x - mean) / std, 0.0)[0]                       # [c, n, p]
-    vf = valid[0].float()
-    n = z.shape[1]
+    x = torch.where(valid, x.float(), 0.0)
+    n = x.shape[2]
     grid_w = sample["image"].shape[2] // PATCH
     order = rng.permutation(n)
     n_keep = num_visible(n, MASK_RATIO)
     keep, hidden = order[:n_keep], order[n_keep:]
+    # normalised as the loss does: statistics of the visible patches only
+    view = SimpleNamespace(patches=x, valid=valid, band_mask=valid.any(-1).any(-1))
+    stats = target_statistics(view, torch.from_numpy(np.sort(keep))[None], norm)
+    mean, std = band_scale(stats)
+    z = torch.where(valid, (x - mean) / std, 0.0)[0]                       # [c, n, p]
+    vf = valid[0].float()
     weight = vf[:, hidden]
     if weight.sum() == 0:
         return None

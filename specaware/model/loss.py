@@ -10,11 +10,12 @@ prediction through the de-standardisation below; std floored at 1% of the sample
   "sample" (default) one mean and std over all real bands (`target_norm.pooled_statistics`):
            the target keeps the spectrum's shape, which the model has to carry from the visible
            patches;
-  "band"   each band by its own mean and std: balances bright and dark bands, but the tile's
-           mean spectrum (of the visible patches) is handed to the prediction, so only the spatial deviations from it are
-           left to learn; on tiles that are mostly one cover these are close to noise (demo
-           shards: predicting 0 scores 0.777, the best spatial interpolation 0.745), and the
-           demo's downstream results fell from 40 to 29 % OA, 21 to 13 % mIoU with it.
+  "band"   each band by its own mean and std: balances bright and dark bands, but the mean
+           spectrum of the visible patches is handed to the prediction, so only the spatial
+           deviations from it are left to learn; on tiles that are mostly one cover these are
+           close to noise (demo shards, whole-tile statistics: predicting 0 scores 0.777, the
+           best spatial interpolation 0.745), and the demo's downstream results fell from 40 to
+           29 % OA, 21 to 13 % mIoU with it.
 Using the target's own statistics is legitimate for an objective (MAE's per-patch
 `norm_pix_loss` does the same) and is independent of L1 radiance vs L2 reflectance scaling.
 The head predicts in these standardised units.
