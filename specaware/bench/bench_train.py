@@ -8,10 +8,13 @@ run:
   (small: 2 tiles on CPU, 128x128 crops, its cross-sensor views; `--quick` crops 32 / 64 px
   so the smoke run stays near a minute: its figures are not the full ones), so 2 processes train a
   global batch twice as large; the ratio 2-proc / 1-proc of tiles/s is the data-parallel
-  speed-up on this machine (2.0 = perfect);
+  speed-up on this machine (2.0 = perfect); with 2 processes also `deepspeed.expert_parallel=2`
+  (each rank holds half of every Soft-MoE layer's experts, slots exchanged by all-to-all):
+  tiles/s and the parameter memory one process holds, against expert_parallel 1;
 - GPU (only when CUDA is available): `base` in bf16 on one GPU, batch 64, its views; tiles/s,
   step time and model FLOPs utilisation (forward+backward = 3x forward FLOPs of
-  `model_stats`, against the GPU's dense bf16 peak from specaware.training.tracking).
+  `model_stats`, against the GPU's dense bf16 peak from specaware.training.tracking); with 2
+  or more GPUs also `base` with 32 experts split over 2 GPUs against the dense `base`.
 Figures come from the `summary.json` the trainer writes: medians over logged steps, the first
 (start-up) step left out; loader time is included, checkpoints and panels are not.
 
@@ -104,15 +107,42 @@ def cpu_section(shards: Path, work: Path, args) -> list[dict]:
     for name, (config, extra, (full, quick), quick_crop) in CPU_CASES.items():
         steps = args.steps or (quick if args.quick else full)
         crop = quick_crop if args.quick else 0
-        for nproc in (1, 2):
+        for nproc, ep in ((1, 1), (2, 1), (2, 2)):
             threads = args.threads
-            overrides = [f"data.shards={shards}", f"train.steps={steps}", *extra] + (
+            overrides = [f"data.shards={shards}", f"train.steps={steps}", *extra,
+                         f"deepspeed.expert_parallel={ep}"] + (
                 [f"data.views.crop={crop}"] if crop else [])
-            result = launch(config, overrides, nproc, threads, work / f"{name}-{nproc}",
+            result = launch(config, overrides, nproc, threads, work / f"{name}-{nproc}-ep{ep}",
                             args.timeout)
             rows.append({"case": name, "device": "cpu", "procs": nproc, "threads": threads,
-                         "steps": steps, "tile": crop or TILE, **result})
-            print(f"  measured {name} x{nproc}: {_fmt(rows[-1])}", flush=True)
+                         "ep": ep, "steps": steps, "tile": crop or TILE, **result})
+            print(f"  measured {name} x{nproc} expert_parallel={ep}: {_fmt(rows[-1])}",
+                  flush=True)
+    return rows
+
+
+def gpu_experts_section(shards: Path, work: Path, args) -> list[dict]:
+    """`base` with 32 experts split over 2 GPUs (expert_parallel 2) against the dense `base`
+    (no Soft-MoE block) on the same 2 GPUs, bf16."""
+    import torch
+    if torch.cuda.device_count() < 2:
+        print("fewer than 2 GPUs: expert-parallel GPU figures (base, 32 experts) not measured")
+        return []
+    config, extra = GPU_CASE
+    steps = args.steps or (10 if args.quick else 40)
+    workers = max(1, min(4, (os.cpu_count() or 2) // 2 - 1))
+    cases = {"base-e32": ["model.overrides.moe.num_experts=32", "deepspeed.expert_parallel=2"],
+             "base-dense": ["model.overrides.moe.blocks=[]"]}
+    rows = []
+    for name, case in cases.items():
+        overrides = [f"data.shards={shards}", f"train.steps={steps}",
+                     f"data.num_workers={workers}", *extra, *case]
+        result = launch(config, overrides, 2, max(1, (os.cpu_count() or 2) // 4),
+                        work / f"{name}-gpu", args.timeout)
+        rows.append({"case": name, "device": torch.cuda.get_device_name(0), "procs": 2,
+                     "threads": "-", "ep": 2 if "e32" in name else 1, "steps": steps,
+                     "tile": TILE, **result})
+        print(f"  measured {name} on 2 GPUs: {_fmt(rows[-1])}", flush=True)
     return rows
 
 
@@ -129,7 +159,7 @@ def gpu_section(shards: Path, work: Path, args) -> list[dict]:
     result = launch(config, overrides, 1, max(1, (os.cpu_count() or 1) // 2), work / "base-gpu",
                     args.timeout)
     row = {"case": "base", "device": torch.cuda.get_device_name(0), "procs": 1,
-           "threads": "-", "steps": steps, "tile": TILE, **result}
+           "threads": "-", "ep": 1, "steps": steps, "tile": TILE, **result}
     print(f"  measured base on GPU: {_fmt(row)}", flush=True)
     return [row]
 
@@ -143,24 +173,42 @@ def _fmt(row: dict) -> str:
 
 
 def report(rows: list[dict]) -> None:
-    print(f"\n{'case':<7} {'device':<24} {'procs':>5} {'thr':>4} {'tile':>5} {'batch':>9} "
-          f"{'tiles/s':>9} {'s/step':>8} {'MFU':>7}")
+    print(f"\n{'case':<10} {'device':<24} {'procs':>5} {'EP':>3} {'thr':>4} {'tile':>5} "
+          f"{'batch':>9} {'tiles/s':>9} {'s/step':>8} {'MFU':>7} {'params/rank':>12} "
+          f"{'experts/rank':>13}")
     for r in rows:
         if "error" in r:
-            print(f"{r['case']:<7} {r['device']:<24} {r['procs']:>5} {r['threads']:>4}  FAILED")
+            print(f"{r['case']:<10} {r['device']:<24} {r['procs']:>5} {r['ep']:>3} "
+                  f"{r['threads']:>4}  FAILED")
             continue
         batch = f"{r['batch_size']}x{r['world_size']}"
         mfu = f"{100 * r['mfu']:.2f}%" if r.get("mfu") else "-"
-        print(f"{r['case']:<7} {r['device'][:24]:<24} {r['procs']:>5} {r['threads']:>4} "
-              f"{r['tile']:>5} {batch:>9} {r['tiles_per_s']:>9.2f} {r['step_time_s']:>8.3f} "
-              f"{mfu:>7}")
-    print()
+        print(f"{r['case']:<10} {r['device'][:24]:<24} {r['procs']:>5} {r['ep']:>3} "
+              f"{r['threads']:>4} {r['tile']:>5} {batch:>9} {r['tiles_per_s']:>9.2f} "
+              f"{r['step_time_s']:>8.3f} {mfu:>7} {_mb(r.get('param_bytes')):>12} "
+              f"{_mb(r.get('expert_param_bytes')):>13}")
+    print("(params/rank: the module weights one process holds; ZeRO's partitioned fp32 masters "
+          "and Adam moments come on top)\n")
+    ok = {(r["case"], r["procs"], r["ep"]): r for r in rows if "error" not in r}
     for case in CPU_CASES:
-        one = next((r for r in rows if r["case"] == case and r["procs"] == 1), None)
-        two = next((r for r in rows if r["case"] == case and r["procs"] == 2), None)
-        if one and two and "error" not in one and "error" not in two:
+        one, two, split = ok.get((case, 1, 1)), ok.get((case, 2, 1)), ok.get((case, 2, 2))
+        if one and two:
             print(f"{case}: 2-proc / 1-proc tiles/s = "
                   f"{two['tiles_per_s'] / one['tiles_per_s']:.2f} (2.0 = perfect scaling)")
+        if two and split:
+            print(f"{case}, 2 procs, expert_parallel 2 / 1: tiles/s "
+                  f"{split['tiles_per_s'] / two['tiles_per_s']:.2f}, parameter bytes per rank "
+                  f"{split['param_bytes'] / two['param_bytes']:.2f} (expert weights "
+                  f"{split['expert_param_bytes'] / two['expert_param_bytes']:.2f})")
+    e32, dense = ok.get(("base-e32", 2, 2)), ok.get(("base-dense", 2, 1))
+    if e32 and dense:
+        print(f"base on 2 GPUs, 32 experts split 2 ways / dense: tiles/s "
+              f"{e32['tiles_per_s'] / dense['tiles_per_s']:.2f}, parameter bytes per rank "
+              f"{e32['param_bytes'] / dense['param_bytes']:.2f}")
+
+
+def _mb(n) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f} MB"
 
 
 def main(argv=None) -> int:
@@ -181,7 +229,8 @@ def main(argv=None) -> int:
             write_shards(shards, tiles)
         print(f"pretraining throughput on {tiles} tiles of 128x128 px x 224 bands "
               f"({os.cpu_count()} CPU cores)", flush=True)
-        rows = cpu_section(shards, work, args) + gpu_section(shards, work, args)
+        rows = (cpu_section(shards, work, args) + gpu_section(shards, work, args)
+                + gpu_experts_section(shards, work, args))
         report(rows)
     return 0 if rows and all("error" not in r for r in rows) else 1
 
