@@ -6,6 +6,7 @@ Defaults here, YAML files in configs/federated/ override, `key=value` last, unkn
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from specaware.config import ConfigError
@@ -129,6 +130,13 @@ def validate(cfg: FederatedConfig) -> FederatedConfig:
     if cfg.data.kind == "scenes":
         _check(len(cfg.data.images) == len(cfg.data.labels) >= 1, "data.images",
                "kind=scenes needs one land-cover map in data.labels per image")
+        for key in ("images", "labels"):
+            missing = [p for p in getattr(cfg.data, key) if not Path(p).is_file()]
+            _check(not missing, f"data.{key}", f"files not found: {missing}")
+    if cfg.model.checkpoint:
+        path = Path(cfg.model.checkpoint)
+        _check(path.exists() or path.with_suffix(".safetensors").is_file(), "model.checkpoint",
+               f"{path} not found (an export from `specaware export`, or a DeepSpeed folder)")
     return cfg
 
 

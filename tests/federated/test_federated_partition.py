@@ -113,3 +113,11 @@ def test_scene_tiles_are_read_from_rasters_with_their_labels(tmp_path):
     assert tiles.image.shape == (3, 20, 16, 16)                  # the unlabelled tile is skipped
     assert sorted(tiles.label.tolist()) == [0, 1, 1]
     np.testing.assert_allclose(tiles.wavelength, s.wavelength[:20], rtol=1e-5)
+
+
+def test_missing_inputs_are_config_errors_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="model.checkpoint.*nope.safetensors"):
+        validate(build(FederatedConfig, [], [f"model.checkpoint={tmp_path}/nope.safetensors"]))
+    with pytest.raises(ConfigError, match="data.images"):
+        validate(build(FederatedConfig, [], ["data.kind=scenes", f"data.images=[{tmp_path}/a.tif]",
+                                             f"data.labels=[{tmp_path}/b.tif]"]))
