@@ -3,6 +3,7 @@
 Runs of `specaware_debug` (one Soft-MoE layer of 4 experts) on tiny shards, 6 steps, shared:
 - n1: every rank holds every expert (ZeRO-1), the reference;
 - n2: experts split over the 2 ranks (ZeRO-2), same seed and global batch, checkpoints at 3, 6;
+- n2_zero1: the same split under ZeRO-1;
 - crashed + resumed: the n2 config killed while writing checkpoint 6, then `--resume auto`
   from checkpoint 3 with the same config: its weights must be n2's.
 """
@@ -50,6 +51,13 @@ def n2(tmp_path_factory, items):
 
 
 @pytest.fixture(scope="module")
+def n2_zero1(tmp_path_factory, items):
+    run_dir = tmp_path_factory.mktemp("ep_n2_zero1") / "run"
+    # checkpoints as n1's: the data stream restarts after each one (trainer.py)
+    return launch(run_dir, [*items, "deepspeed.zero_stage=1", "deepspeed.expert_parallel=2"]).check()
+
+
+@pytest.fixture(scope="module")
 def resumed(tmp_path_factory, items):
     run_dir = tmp_path_factory.mktemp("ep_crash") / "run"
     crashed = launch(run_dir, [*items, *N2], fault=f"save:{STEPS}")
@@ -69,8 +77,9 @@ def export(run, out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out))
 
 
-def test_split_experts_give_the_loss_curve_of_replicated_experts(n1, n2):
-    a, b = n1.losses(), n2.losses()
+@pytest.mark.parametrize("split", ["n2", "n2_zero1"])
+def test_split_experts_give_the_loss_curve_of_replicated_experts(n1, split, request):
+    a, b = n1.losses(), request.getfixturevalue(split).losses()
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
     diffs = [abs(a[s] - b[s]) for s in a]
     assert max(diffs) < 1e-4, f"N=2 vs N=1 loss curves differ by up to {max(diffs):.2e}: {a} {b}"
