@@ -8,7 +8,7 @@ import sys
 from specaware.finetune import cli
 
 if __name__ == "__main__":
-    from specaware.model.runtime import tune_cpu_malloc
+    from specaware.runtime import tune_cpu_malloc
     tune_cpu_malloc()   # torchrun bypasses `specaware`'s dispatcher, which does it otherwise
     parser = argparse.ArgumentParser(prog="python -m specaware.finetune",
                                      description="fine-tune a downstream head on an encoder")
