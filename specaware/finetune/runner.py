@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,21 +26,12 @@ from specaware.finetune.datasets.collate import collate
 from specaware.finetune.distributed import (DistEnv, RankSampler, init_distributed,
                                             local_batch_size, shutdown)
 from specaware.finetune.heads.common import canonical_freeze
-from specaware.finetune.metrics import format_mean_std, save_confusion_csv, summarize
+from specaware.finetune.lora import count_parameters
+from specaware.finetune.metrics import format_mean_std, summarize
+from specaware.finetune.records import TABLE_METRICS, finished_metrics, write_outputs
 from specaware.finetune.train import FitOptions, evaluate, fit
 
 log = logging.getLogger(__name__)
-TABLE_METRICS = {"classification": ("oa", "aa", "kappa"),
-                 "segmentation": ("miou", "oa", "mean_f1"),
-                 "change": ("f1", "iou", "kappa", "oa")}
-LABELS = {"oa": "OA", "aa": "AA", "miou": "mIoU", "mean_f1": "mean F1", "f1": "F1", "iou": "IoU"}
-
-
-def _per_sample(cfg: FinetuneConfig) -> bool:
-    """Classification counts samples (tiles, pixel patches); dense tasks count pixels."""
-    return cfg.task == "classification"
-
-
 @dataclass
 class Prepared:
     train: object
@@ -294,17 +284,6 @@ def _check_patch(cfg: FinetuneConfig, encoder) -> None:
                     3 * k)
 
 
-def _finished(out: Path, cfg: FinetuneConfig) -> dict | None:
-    """With --resume auto, the test metrics of an (init, seed) run that already finished."""
-    done = out / "metrics.json"
-    if cfg.resume != "auto" or not done.is_file():
-        return None
-    record = json.loads(done.read_text())
-    log.info("resume: %s finished before, its metrics are reused", out)
-    return {k: v for k, v in record.items()
-            if k not in ("init", "seed", "best_epoch", "stopped_early", "history")}
-
-
 def _tracker(cfg: FinetuneConfig, env: DistEnv, out: Path, init: str, seed: int, names):
     from specaware.finetune.tracking import FinetuneTracker
     return FinetuneTracker(cfg.wandb, out, to_dict(cfg), env.is_main, cfg.task, names,
@@ -316,7 +295,7 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int, env: DistEnv | None = No
     `check_inputs` (which `run` calls first). Every rank runs this; rank 0 writes the files."""
     env = env or init_distributed(cfg.device)
     out = Path(cfg.out) / init / f"seed{seed}"
-    stored = _finished(out, cfg)
+    stored = finished_metrics(out, cfg.resume)
     if stored is not None:
         return stored
     out.mkdir(parents=True, exist_ok=True)
@@ -332,6 +311,9 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int, env: DistEnv | None = No
     def on_best(m, epoch, val):
         save_finetuned(m, out / "best", {**meta, "epoch": epoch, "val_metrics": val})
 
+    params = count_parameters(model)
+    log.info("%s encoder, freeze=%s: %d of %d parameters train", init, cfg.model.freeze,
+             params["trainable"], params["total"])
     tracker = _tracker(cfg, env, out, init, seed, data.class_names)
     options = FitOptions(cfg.precision, env, out / "last", cfg.resume == "auto", tracker)
     try:
@@ -343,24 +325,8 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int, env: DistEnv | None = No
     finally:
         tracker.finish()
     if env.is_main:
-        _write_outputs(cfg, out, init, seed, cm, metrics, result, data.class_names)
+        write_outputs(cfg, out, init, seed, cm, metrics, result, data.class_names, params)
     return metrics
-
-
-def _write_outputs(cfg, out: Path, init: str, seed: int, cm, metrics: dict, result,
-                   class_names) -> None:
-    from specaware.finetune.plots import save_confusion_png
-    save_confusion_csv(cm, out / "confusion.csv", class_names)
-    shown = {LABELS.get(k, k): metrics.get(k) for k in TABLE_METRICS[cfg.task]}
-    save_confusion_png(cm, out / "confusion.png", class_names,
-                       f"{cfg.task}, {init} encoder, seed {seed} (test set)", shown,
-                       "samples" if _per_sample(cfg) else "pixels")
-    record = {"init": init, "seed": seed, "best_epoch": result.best_epoch,
-              "stopped_early": result.stopped_early, **metrics, "history": result.history}
-    tmp = out / "metrics.json.tmp"     # its presence marks the run finished (--resume auto)
-    tmp.write_text(json.dumps(record, indent=2, default=float))
-    tmp.replace(out / "metrics.json")
-    shutil.rmtree(out / "last", ignore_errors=True)   # finished: optimizer state is not needed
 
 
 def check_run(cfg: FinetuneConfig) -> None:
