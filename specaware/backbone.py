@@ -103,7 +103,7 @@ class BandSet(nn.Module):
         return {"image": image, "wavelength": repeat(self.wavelength, "c -> b c", b=b),
                 "fwhm": repeat(self.fwhm, "c -> b c", b=b),
                 "gsd": repeat(self.gsd, "1 -> b", b=b),
-                "sensor": [self.sensor] * b, "level": [self.level] * b}
+                "sensor": self.sensor, "level": self.level}      # one name, shared
 
 
 class SpecAwareBackbone(nn.Module, PyTorchModelHubMixin, library_name="specaware",

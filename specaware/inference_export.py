@@ -7,7 +7,9 @@ name) is baked in as constants and the exported graph takes only the image [B, C
 - a fine-tuned model (`specaware finetune` BEST.safetensors) exports as image -> logits
   ([B, K] scene classes, or [B, K, H, W]); change detection takes (image_t1, image_t2).
 Inputs are prepared exactly as for fine-tuning (the sidecar JSON repeats the checkpoint's
-normalisation); H and W must be multiples of the patch size.
+normalisation). Batch size, height and width stay free (H and W in multiples of the patch
+size); a model whose code fixes one of them is exported at the example's shape, with a warning,
+and the sidecar's `input.dynamic` says which.
 
 Data-dependent branches of eager code (the all-finite fast path of model/inputs.py, the unit
 check of model/units.py) take their branch-free form while tracing (specaware.model.tracing),
@@ -16,7 +18,8 @@ exported program (or ONNX Runtime, when installed) on the example and records th
 difference to eager in the sidecar; it refuses to write a graph beyond `tolerance`.
 
 Output files: OUT.pt2 (`torch.export.save`; load with `torch.export.load`) or OUT.onnx, and
-OUT.json beside it: {"format": "specaware-inference/1", "kind", "input" (names, shape), "bands",
+OUT.json beside it: {"format": "specaware-inference/1", "kind", "input" (names, shape, dynamic),
+"bands",
 "outputs", "max_abs_diff", "normalization", "source"}.
 """
 from __future__ import annotations
@@ -60,9 +63,22 @@ def max_abs_diff(a, b) -> float:
     return max(float((x.float() - torch.as_tensor(y).float()).abs().max()) for x, y in zip(a, b))
 
 
-def export_program(module: nn.Module, example: tuple[Tensor, ...]):
-    """`torch.export` program of `module` (eval mode) for inputs shaped like `example`."""
-    return torch.export.export(module.eval(), example, strict=False)
+def dynamic_shapes(module: nn.Module, example: tuple[Tensor, ...]) -> tuple[dict, ...]:
+    """Batch free; height and width free in multiples of the patch size (one spec per input,
+    the same for both dates of a change model)."""
+    from torch.export import Dim
+    encoder = getattr(module, "encoder", None) or module.model.encoder
+    k = encoder.patch_size
+    batch, h, w = Dim("batch", min=1, max=4096), Dim("h", min=1, max=1024), Dim("w", min=1,
+                                                                                max=1024)
+    return tuple({0: batch, 2: k * h, 3: k * w} for _ in example)
+
+
+def export_program(module: nn.Module, example: tuple[Tensor, ...], dynamic: bool = True):
+    """`torch.export` program of `module` (eval mode) for inputs shaped like `example`; with
+    `dynamic`, batch, height and width stay free (see `dynamic_shapes`)."""
+    shapes = dynamic_shapes(module, example) if dynamic else None
+    return torch.export.export(module.eval(), example, dynamic_shapes=shapes, strict=False)
 
 
 def run_onnx(path: Path, example: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
@@ -77,14 +93,57 @@ def run_onnx(path: Path, example: tuple[Tensor, ...]) -> tuple[Tensor, ...] | No
     return tuple(torch.from_numpy(o) for o in outs)
 
 
-def _write_onnx(module: nn.Module, example: tuple[Tensor, ...], path: Path, names: list[str]):
+def _write_onnx(module: nn.Module, example: tuple[Tensor, ...], path: Path, names: list[str],
+                dynamic: bool):
+    for chatty in ("onnx_ir", "onnxscript"):      # INFO lines per initializer otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    shapes = dynamic_shapes(module, example) if dynamic else None
     try:
         program = torch.onnx.export(module.eval(), example, dynamo=True, input_names=names,
-                                    external_data=False)
+                                    dynamic_shapes=shapes, external_data=False)
     except ImportError as e:
         raise RuntimeError(f"ONNX export needs onnx and onnxscript ({e}); install them with "
                            "pip install 'specaware[export]'") from e
     program.save(str(path))
+
+
+def _run_file(out: Path, fmt: str, inputs: tuple[Tensor, ...]):
+    if fmt == "torch-export":
+        return torch.export.load(str(out)).module()(*inputs)
+    return run_onnx(out, inputs)
+
+
+def _probe(module: nn.Module, example: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Inputs of another batch size, height and width than `example` (whole patches)."""
+    encoder = getattr(module, "encoder", None) or module.model.encoder
+    k = encoder.patch_size
+    b, c, h, w = example[0].shape
+    gen = torch.Generator().manual_seed(1)
+    return tuple(torch.rand(b + 1, c, h + 2 * k, w + k, generator=gen) for _ in example)
+
+
+def _write(module, example, out: Path, fmt: str, names: list[str], tolerance: float) -> bool:
+    """Write the file with free batch/height/width when the graph then serves another shape
+    as eager does, else with the example's shapes; returns whether the shapes are free."""
+    probe = _probe(module, example)
+    for dynamic in (True, False):
+        try:
+            if fmt == "torch-export":
+                torch.export.save(export_program(module, example, dynamic), str(out))
+            else:
+                _write_onnx(module, example, out, names, dynamic)
+            if dynamic:
+                got = _run_file(out, fmt, probe)
+                if got is not None and not max_abs_diff(module(*probe), got) <= tolerance:
+                    raise RuntimeError(f"differs from eager at shape {list(probe[0].shape)}")
+            return dynamic
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a specialised dim
+            if not dynamic:
+                raise
+            log.warning("%s: free batch/height/width failed (%s: %s); exporting the example's "
+                        "shape %s only", out.name, type(e).__name__,
+                        str(e).splitlines()[0][:200], list(example[0].shape))
+    return False
 
 
 def export_inference(module: nn.Module, example: tuple[Tensor, ...], out: str | Path,
@@ -98,13 +157,8 @@ def export_inference(module: nn.Module, example: tuple[Tensor, ...], out: str | 
     names = ["image", "image_t2"][:len(example)]
     with torch.no_grad():
         eager = module(*example)
-        if fmt == "torch-export":
-            program = export_program(module, example)
-            torch.export.save(program, str(out))
-            got = torch.export.load(str(out)).module()(*example)
-        else:
-            _write_onnx(module, example, out, names)
-            got = run_onnx(out, example)
+        dynamic = _write(module, example, out, fmt, names, tolerance)
+        got = _run_file(out, fmt, example)
     diff = None if got is None else max_abs_diff(eager, got)
     if diff is None:
         log.warning("onnxruntime is not installed: %s was written but not checked against "
@@ -114,7 +168,8 @@ def export_inference(module: nn.Module, example: tuple[Tensor, ...], out: str | 
         raise RuntimeError(f"exported {fmt} model differs from eager by {diff:.3g} "
                            f"(> tolerance {tolerance:g}); nothing was written")
     side = {"format": FORMAT, "kind": fmt, "file": out.name,
-            "input": {"names": names, "shape": list(example[0].shape), "dtype": "float32"},
+            "input": {"names": names, "shape": list(example[0].shape), "dtype": "float32",
+                      "dynamic": ["batch", "height", "width"] if dynamic else []},
             "outputs": [list(t.shape) for t in _as_tuple(eager)], "max_abs_diff": diff,
             "tolerance": tolerance, **meta}
     meta_path = out.with_suffix(".json")
@@ -157,8 +212,9 @@ def inference_module(source: str | Path, band_args: dict) -> tuple[nn.Module, in
     return backbone, 1, info
 
 
-def example_inputs(module: nn.Module, n_images: int, tile: int, batch: int = 1) -> tuple:
-    """Random images [batch, C, tile, tile] for the module's band set."""
+def example_inputs(module: nn.Module, n_images: int, tile: int, batch: int = 2) -> tuple:
+    """Random images [batch, C, tile, tile] for the module's band set (batch 2: torch.export
+    would fix a batch dimension of 1)."""
     bands = module.bands
     if not bands.defined:
         raise ValueError("export needs a band set: pass --sensor NAME or --wavelengths FILE "

@@ -7,7 +7,7 @@ import torch
 
 import specaware
 from specaware.inference_export import (FixedBandHead, example_inputs, export_inference,
-                                        inference_module, max_abs_diff)
+                                        inference_module, max_abs_diff, run_onnx)
 from specaware.model.tracing import is_tracing
 
 WL = [450.0, 550.0, 650.0, 800.0, 1600.0, 2200.0]
@@ -47,9 +47,11 @@ def test_torch_export_matches_eager_with_nan_pixels(tmp_path):
     assert out.suffix == ".pt2"
     side = json.loads(meta.read_text())
     assert side["max_abs_diff"] < 1e-4 and side["outputs"] == [[2, 64, 2, 2]] * 2
+    assert side["input"]["dynamic"] == ["batch", "height", "width"]
     loaded = torch.export.load(str(out)).module()
     with torch.no_grad():
-        for image in (x, _image(nan=False)):       # one graph for NaN and finite pixels
+        # one graph for NaN and finite pixels, other batch sizes and tile sizes
+        for image in (x, _image(nan=False), torch.rand(3, len(WL), 24, 32)):
             eager = bb(image)
             assert all(torch.isfinite(m).all() for m in eager)
             assert max_abs_diff(eager, loaded(image)) < 1e-5
@@ -64,6 +66,9 @@ def test_onnx_graph_matches_eager(tmp_path):
     side = json.loads(meta.read_text())
     assert out.suffix == ".onnx" and side["max_abs_diff"] is not None
     assert side["max_abs_diff"] < 1e-4
+    other = torch.rand(1, len(WL), 32, 16)            # another batch and tile size
+    with torch.no_grad():
+        assert max_abs_diff(bb(other), run_onnx(out, (other,))) < 1e-4
 
 
 def test_finetuned_segmenter_exports_with_its_band_set(tmp_path):
@@ -80,11 +85,18 @@ def test_finetuned_segmenter_exports_with_its_band_set(tmp_path):
     assert isinstance(module, FixedBandHead) and n == 1 and info["num_classes"] == 3
     x = example_inputs(module, n, tile=16)
     out, side = export_inference(module, x, tmp_path / "seg", "torch-export", info)
-    assert json.loads(side.read_text())["outputs"] == [[1, 3, 16, 16]]
+    side = json.loads(side.read_text())
+    assert side["outputs"] == [[2, 3, 16, 16]]
+    loaded = torch.export.load(str(out)).module()
+    others = [torch.rand(3, len(WL), 24, 32)] if side["input"]["dynamic"] else []
     with torch.no_grad():
-        ref = head({"image": x[0], "wavelength": torch.tensor([WL]), "gsd": torch.tensor([10.0]),
-                    "fwhm": module.bands.fwhm[None], "sensor": ["unknown"], "level": ["L2"]})
-        assert max_abs_diff(ref, torch.export.load(str(out)).module()(x[0])) < 1e-4
+        for image in [x[0]] + others:
+            b = image.shape[0]
+            ref = head({"image": image, "wavelength": torch.tensor([WL] * b),
+                        "gsd": torch.full((b,), 10.0), "fwhm": module.bands.fwhm.expand(b, -1),
+                        "sensor": ["unknown"] * b, "level": ["L2"] * b})
+            assert ref.shape == (b, 3, *image.shape[-2:])
+            assert max_abs_diff(ref, loaded(image)) < 1e-4
 
 
 def test_unknown_format_is_refused(tmp_path):
@@ -103,7 +115,7 @@ def test_export_command_writes_hub_and_inference_files(tmp_path, capsys):
                  "torch-export", "--sensor", "sentinel-2a", "--tile", "16",
                  "--out-indices", "1"]) == 0
     side = json.loads((tmp_path / "bb.json").read_text())
-    assert side["bands"]["sensor"] == "sentinel-2a" and side["outputs"] == [[1, 64, 2, 2]]
+    assert side["bands"]["sensor"] == "sentinel-2a" and side["outputs"] == [[2, 64, 2, 2]]
     assert side["max_abs_diff"] < 1e-4 and "max |exported - eager|" in capsys.readouterr().out
     assert main(["export", str(path), str(tmp_path / "x"), "--format", "onnx"]) == 1
     assert "--sensor NAME or --wavelengths" in capsys.readouterr().err

@@ -67,6 +67,14 @@ def _names(value, b: int, key: str) -> list[str]:
     return names
 
 
+def _vocabulary_rows(vocab: Vocabulary, value, b: int, key: str, device) -> Tensor:
+    """long [b]: one name (or None) shared by the batch is looked up once and expanded, so an
+    exported graph keeps its batch size free; a list gives one row per sample."""
+    if value is None or isinstance(value, str):
+        return vocab.lookup([value or "unknown"], device).expand(b)
+    return vocab.lookup(_names(value, b, key), device)
+
+
 def _valid_mask(batch: dict, image: Tensor, band_mask: Tensor) -> tuple[Tensor, bool]:
     """bool [b, c, H, W]: given valid ([b,c,H,W] or [b,H,W]) & finite & real band, and whether
     every pixel is valid (so the image needs no zeroing)."""
@@ -138,6 +146,6 @@ def prepare_inputs(batch: dict, patch_size: int, sensors: Vocabulary,
         band_mask=band_mask, present=present,
         wavelength=wavelength * band_mask, fwhm=fwhm * band_mask,
         gsd=_per_sample(batch["gsd"], b, None, "gsd", device),
-        sensor=sensors.lookup(_names(batch.get("sensor"), b, "sensor"), device),
-        level=levels.lookup(_names(batch.get("level"), b, "level"), device),
+        sensor=_vocabulary_rows(sensors, batch.get("sensor"), b, "sensor", device),
+        level=_vocabulary_rows(levels, batch.get("level"), b, "level", device),
         grid=(h // patch_size, w // patch_size))
