@@ -24,6 +24,7 @@ import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from specaware.data.remote import display_url, is_remote, open_raster
 from specaware.data.sample import WAVELENGTH_RANGE_NM
 from specaware.sensors import Sensor, UnknownSensorError, get_sensor
 
@@ -45,11 +46,12 @@ class RasterMetadataError(ValueError):
 class RasterScene:
     """Band metadata and georeferencing of one scene (no pixels).
 
-    bands: 1-based band indexes read from the file; wavelength/fwhm float32 [C] nm;
+    path: a local Path, or the URL / GDAL virtual path of a remote scene (a str: Path would
+    fold the '//' of a URL); bands: 1-based band indexes; wavelength/fwhm float32 [C] nm;
     scales/offsets float64 [C]: physical value = raw * scale + offset; nodata per band.
     """
 
-    path: Path
+    path: Path | str
     width: int
     height: int
     bands: list[int]
@@ -74,7 +76,7 @@ class RasterScene:
 
     @property
     def name(self) -> str:
-        return self.path.stem
+        return Path(str(self.path)).stem
 
 
 def parse_list(text: str) -> list[float]:
@@ -283,9 +285,9 @@ def open_scene(path, *, sensor: str | None = None, level: str | None = None,
     gsd: metres (default from the transform, else the sensor); scale/offset override the
     file's own scale/offset (physical = raw * scale + offset).
     """
-    path = Path(path)
-    where = str(path)
-    with rasterio.open(path) as src:
+    path = str(path) if is_remote(path) else Path(path)
+    where = display_url(path)
+    with open_raster(path) as src:
         cat = _resolve_sensor(src, sensor)
         wl, fwhm, source, names = _resolve_wavelengths(src, cat, where)
         bands = list(range(1, src.count + 1))
@@ -364,6 +366,6 @@ def iter_tiles(scene: RasterScene, tile: int, stride: int | None = None) -> Iter
     """All tiles of `scene`, row-major, reading one strip at a time."""
     stride = stride or tile
     cols = tile_origins(scene.width, tile, stride)
-    with rasterio.open(scene.path) as src:
+    with open_raster(scene.path) as src:
         for row in tile_origins(scene.height, tile, stride):
             yield from iter_strip(src, scene, row, tile, cols)

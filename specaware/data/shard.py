@@ -176,7 +176,11 @@ def build_manifest(shards, rows, info: dict[str, Any] | None = None) -> dict[str
 
 
 def read_manifest(shard_dir) -> dict[str, Any]:
-    """Load DIR/manifest.json with a clear error when it is missing or not a shard manifest."""
+    """Load DIR/manifest.json (DIR may be an s3:// or https:// prefix) with a clear error when
+    it is missing or not a shard manifest."""
+    from specaware.data import object_store
+    if object_store.is_store_url(shard_dir):
+        return object_store.read_manifest(shard_dir)
     path = Path(shard_dir) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {shard_dir} is not a finished shard set "
@@ -205,24 +209,30 @@ def _scene_tag_descriptors(scene) -> dict[str, Any]:
     return out
 
 
-def _user_descriptors(path: Path, table: dict[str, dict]) -> dict[str, Any]:
-    """Entries of a --descriptors table for this scene: "*" first, then by path, name, stem."""
+def _user_descriptors(path, table: dict[str, dict]) -> dict[str, Any]:
+    """Entries of a --descriptors table for this scene: "*" first, then by path (or URL),
+    name, stem."""
     out = dict(table.get("*", {}))
-    for key in (str(path), path.name, path.stem):
+    name = Path(str(path))
+    for key in (str(path), name.name, name.stem):
         out.update(table.get(key, {}))
     return out
 
 
 def plan_scenes(paths, *, options, descriptors: dict[str, dict] | None = None,
-                **scene_kwargs) -> list:
+                subdataset: str | None = None, **scene_kwargs) -> list:
     """Open every scene's header (no pixels) and build its SceneJob; fails before any output
-    is written if one scene's metadata cannot be resolved. scene_kwargs go to open_scene."""
+    is written if one scene's metadata cannot be resolved. Paths may be URLs, NetCDF/HDF5
+    containers (`subdataset` picks a variable) or folders of band files (products.as_scene).
+    scene_kwargs go to open_scene."""
+    from specaware.data.products import as_scene
     from specaware.data.raster import open_scene
+    from specaware.data.remote import is_remote
     from specaware.data.tiling import SceneJob
 
     jobs, seen = [], set()
-    for path in map(Path, paths):
-        scene = open_scene(path, **scene_kwargs)
+    for path in (str(p) if is_remote(p) else Path(p) for p in paths):
+        scene = open_scene(as_scene(path, subdataset), **scene_kwargs)
         scene_id, n = scene.name, 2
         while scene_id in seen:  # same file name in two folders
             scene_id, n = f"{scene.name}-{n}", n + 1
@@ -244,13 +254,17 @@ def _work_units(jobs):
 
 
 def _run_unit(unit):
+    """(tile results, network retries counted while reading them) of one strip."""
+    from specaware.data.remote import take_retries
     from specaware.data.tiling import process_strip
-    return process_strip(*unit)
+    return process_strip(*unit), take_retries()
 
 
 def _scene_report(job) -> dict[str, Any]:
     s = job.scene
-    return {"scene": job.scene_id, "path": str(s.path), "sensor": s.sensor, "level": s.level,
+    from specaware.data.remote import display_url
+    return {"scene": job.scene_id, "path": display_url(s.path), "sensor": s.sensor,
+            "level": s.level,
             "bands": s.num_bands, "wavelength_source": s.wavelength_source, "gsd": s.gsd,
             "crs": s.crs, "width": s.width, "height": s.height, "descriptors": job.descriptors,
             "tiles_seen": 0, "tiles_kept": 0, "dropped_invalid": 0,
@@ -259,23 +273,32 @@ def _scene_report(job) -> dict[str, Any]:
 
 def shard_scenes(paths, out_dir, *, options=None, shard_size: int = 256, workers: int = 0,
                  overwrite: bool = False, descriptors: dict[str, dict] | None = None,
-                 progress: bool = True, **scene_kwargs) -> dict[str, Any]:
+                 progress: bool = True, subdataset: str | None = None,
+                 **scene_kwargs) -> dict[str, Any]:
     """Tile scenes into webdataset shards + manifest.json in `out_dir`; returns the manifest.
 
     options: TilingOptions (tile, stride, max_invalid, dtype, min_value, cap);
     workers: processes that read and encode strips (0 = in this process); output is identical
     for any worker count. scene_kwargs: sensor, level, gsd, scale, offset (see open_scene).
     """
+    from specaware.data.remote import take_retries
     from specaware.data.tiling import TilingOptions
 
     options = options or TilingOptions()
-    jobs = plan_scenes(paths, options=options, descriptors=descriptors, **scene_kwargs)
+    take_retries()
+    jobs = plan_scenes(paths, options=options, descriptors=descriptors,
+                       subdataset=subdataset, **scene_kwargs)
+    retries = take_retries()
     reports = {job.scene_id: _scene_report(job) for job in jobs}
     info = {"tile": options.tile, "stride": options.stride or options.tile,
             "dtype": options.dtype, "max_invalid": options.max_invalid}
     units = _work_units(jobs)
-    with ShardWriter(out_dir, shard_size=shard_size, overwrite=overwrite, info=info) as writer:
-        for results in _map_units(units, workers, progress):
+    from specaware.data.object_store import RemoteShardWriter, is_store_url
+
+    writer_type = RemoteShardWriter if is_store_url(str(out_dir)) else ShardWriter
+    with writer_type(out_dir, shard_size=shard_size, overwrite=overwrite, info=info) as writer:
+        for results, unit_retries in _map_units(units, workers, progress):
+            retries.update(unit_retries)
             for result in results:
                 report = reports[result.row["scene"]]
                 report["tiles_seen"] += 1
@@ -284,7 +307,7 @@ def shard_scenes(paths, out_dir, *, options=None, shard_size: int = 256, workers
                 else:
                     report["tiles_kept"] += 1
                     writer.add(result.key, result.members, result.row)
-        writer.info["report"] = _summary(list(reports.values()))
+        writer.info["report"] = _summary(list(reports.values()), retries)
     return writer.manifest
 
 
@@ -306,8 +329,10 @@ def _map_units(units, workers: int, progress: bool):
     bar.close()
 
 
-def _summary(scenes: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(scenes: list[dict[str, Any]], retries=None) -> dict[str, Any]:
+    """Tiling report; `retries` counts network retries per reason (remote scenes)."""
     return {"tiles_seen": sum(s["tiles_seen"] for s in scenes),
+            "retries": dict(retries or {}),
             "tiles_kept": sum(s["tiles_kept"] for s in scenes),
             "dropped_invalid": sum(s["dropped_invalid"] for s in scenes),
             "scenes_too_small": [s["scene"] for s in scenes if s["too_small"]],

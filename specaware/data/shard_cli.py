@@ -14,9 +14,25 @@ from specaware.data.codec import DTYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenes", nargs="+", metavar="SCENE",
-                        help="GDAL-readable scenes (GeoTIFF/COG, ENVI data file with .hdr, ...)")
-    parser.add_argument("--out", required=True, help="output folder for shards + manifest")
+    parser.add_argument("scenes", nargs="*", metavar="SCENE",
+                        help="GDAL-readable scenes (GeoTIFF/COG, ENVI data file with .hdr, ...): "
+                        "local paths, http(s):// URLs, s3:// URIs or GDAL /vsicurl/, /vsis3/ "
+                        "paths (read window by window; credentials from the AWS_* variables "
+                        "or AWS_PROFILE)")
+    parser.add_argument("--out", required=True, help="output folder for shards + manifest, "
+                        "or an s3://bucket/prefix/ to upload to (shards as they finish, the "
+                        "manifest last)")
+    parser.add_argument("--subdataset", help="NetCDF/HDF5 variable to read when a product "
+                        "holds several (the error lists them)")
+    stac = parser.add_argument_group("STAC (instead of SCENE arguments)")
+    stac.add_argument("--stac", metavar="CATALOG_OR_API", help="STAC catalogue (catalog.json, "
+                      "collection.json) or API root URL whose items to shard")
+    stac.add_argument("--collection", action="append", default=[],
+                      help="collection id (repeatable)")
+    stac.add_argument("--bbox", help="W,S,E,N in degrees (write --bbox=-117,33,-116,34 when "
+                      "the first value is negative)")
+    stac.add_argument("--datetime", help="RFC 3339 instant or interval START/END")
+    stac.add_argument("--max-items", type=int, help="shard at most this many items")
     parser.add_argument("--sensor", help="catalogue sensor (`specaware sensors`); used when a "
                         "file has no wavelengths, and for value caps / absorption ranges")
     parser.add_argument("--level", choices=["L1", "L2"],
@@ -62,6 +78,10 @@ def _print_report(manifest: dict, out: str) -> None:
     print(f"wrote {manifest['total']} tiles in {len(manifest['shards'])} shards to {out}")
     print(f"kept {report['tiles_kept']} of {report['tiles_seen']} tiles; dropped "
           f"{report['dropped_invalid']} above {manifest['max_invalid']:.0%} invalid")
+    retries = report.get("retries") or {}
+    if retries:
+        print(f"network: {sum(retries.values())} request(s) retried with backoff "
+              f"({', '.join(f'{k}: {v}' for k, v in sorted(retries.items()))})")
     for s in report["scenes"]:
         print(f"  {s['scene']}: {s['sensor']} {s['level']} {s['bands']} bands "
               f"(wavelengths: {s['wavelength_source']}), gsd {s['gsd']:g} m, "
@@ -75,26 +95,58 @@ def _print_report(manifest: dict, out: str) -> None:
                   f"reflectance) and the nodata value", file=sys.stderr)
 
 
+def _stac_scenes(args: argparse.Namespace) -> tuple[list[str], dict]:
+    """(scene VRT paths, descriptors table with each item's provenance) from --stac."""
+    from specaware.data.stac import StacQuery, item_scene, parse_bbox, search
+
+    query = StacQuery(args.collection, parse_bbox(args.bbox) if args.bbox else None,
+                      args.datetime, args.max_items)
+    items = search(args.stac, query)
+    if not items:
+        raise ValueError(f"--stac {args.stac}: no item matches collection={args.collection} "
+                         f"bbox={args.bbox} datetime={args.datetime}")
+    scenes, table = [], {}
+    for item, href in items:
+        vrt, provenance = item_scene(item, href)
+        scenes.append(str(vrt))
+        table[str(vrt)] = provenance
+    print(f"stac: {len(items)} item(s) from {args.stac}")
+    return scenes, table
+
+
 def main(args: argparse.Namespace) -> int:
     from specaware.data.raster import RasterMetadataError
+    from specaware.data.remote import RemoteReadError, is_remote
     from specaware.data.shard import ShardSetExistsError, shard_scenes
     from specaware.data.tiling import TilingOptions
     from specaware.sensors import UnknownSensorError
 
-    missing = [s for s in args.scenes if not Path(s).exists()]
+    from specaware.data.stac import StacError
+
+    if bool(args.scenes) == bool(args.stac):
+        print("specaware shard: give SCENE paths/URLs or --stac CATALOG_OR_API (one of them)",
+              file=sys.stderr)
+        return 2
+    missing = [s for s in args.scenes if not is_remote(s) and not Path(s).exists()]
     if missing:
         print(f"specaware shard: scene not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
+        descriptors = _load_descriptors(args.descriptors)
+        scenes = args.scenes
+        if args.stac:
+            scenes, provenance = _stac_scenes(args)
+            descriptors = {**provenance, **descriptors}
         options = TilingOptions(tile=args.tile, stride=args.stride, max_invalid=args.max_invalid,
                                 dtype=args.dtype, min_value=args.min_value, cap=args.cap)
         manifest = shard_scenes(
-            args.scenes, args.out, options=options, shard_size=args.shard_size,
-            workers=args.workers, overwrite=args.overwrite,
-            descriptors=_load_descriptors(args.descriptors), progress=not args.quiet,
+            scenes, args.out, options=options, shard_size=args.shard_size,
+            workers=args.workers, overwrite=args.overwrite, subdataset=args.subdataset,
+            descriptors=descriptors, progress=not args.quiet,
             sensor=args.sensor, level=args.level, gsd=args.gsd, scale=args.scale,
             offset=args.offset)
-    except (RasterMetadataError, ShardSetExistsError, UnknownSensorError, ValueError) as err:
+    except (RasterMetadataError, RemoteReadError, ShardSetExistsError, UnknownSensorError,
+            StacError, ValueError) as err:
         print(f"specaware shard: {err}", file=sys.stderr)
         return 2
     _print_report(manifest, args.out)

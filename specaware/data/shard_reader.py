@@ -182,21 +182,27 @@ def decode_eager(members: dict[str, Any], key: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- shards
 
 def resolve_source(source) -> tuple[list[str], dict[str, int]]:
-    """(shard paths, expected sample count per shard name) from a shard dir with manifest.json,
-    a list of tar paths, or a brace pattern such as "data/shard-{000000..000009}.tar"."""
+    """(shard paths, expected sample count per shard name) from a shard dir with manifest.json
+    (local, or an s3:// / https:// prefix), a list of tar paths or URLs, or a brace pattern
+    such as "data/shard-{000000..000009}.tar"."""
     urls, counts, _ = resolve_shard_set(source)
     return urls, counts
 
 
 def resolve_shard_set(source) -> tuple[list[str], dict[str, int], int | None]:
     """`resolve_source` plus the tile size of a shard dir's manifest (None without one)."""
+    from specaware.data import object_store
+
     counts: dict[str, int] = {}
     tile = None
-    if isinstance(source, (str, Path)) and Path(source).is_dir():
+    remote = object_store.is_store_url(source) and "{" not in source \
+        and not source.endswith(".tar")  # an s3:// or https:// shard set
+    if remote or isinstance(source, (str, Path)) and Path(source).is_dir():
         from specaware.data.shard import read_manifest
         manifest = read_manifest(source)
         counts = {s["name"]: int(s["count"]) for s in manifest["shards"]}
-        urls = [str(Path(source) / s["name"]) for s in manifest["shards"]]
+        urls = [object_store.join(source, s["name"]) if remote else str(Path(source) / s["name"])
+                for s in manifest["shards"]]
         tile = manifest.get("tile") if isinstance(manifest.get("tile"), int) else None
     elif isinstance(source, (str, Path)):
         urls = list(braceexpand.braceexpand(str(source)))
@@ -217,7 +223,10 @@ def require_shard_files(key: str, source, how: str = "") -> list[str]:
         urls, _ = resolve_source(source)
     except (OSError, ValueError) as e:
         raise ConfigError(f"config key {key!r} = {source!r}: {e}") from None
-    missing = [u for u in urls if not Path(u).is_file()]
+    try:
+        missing = missing_shards(urls)
+    except OSError as e:  # remote: denied, no credentials, no response
+        raise ConfigError(f"config key {key!r} = {source!r}: {e}") from None
     if missing:
         raise ConfigError(f"config key {key!r} = {source!r}: {len(missing)} of {len(urls)} "
                           f"shard(s) not found, e.g. {missing[:3]}" + (f"; {how}" if how else ""))
@@ -230,6 +239,15 @@ class _CutMember(EOFError):
     def __init__(self, key: str, message: str):
         super().__init__(message)
         self.key = key
+
+
+def missing_shards(urls: list[str]) -> list[str]:
+    """The shard paths or URLs that are not there (remote ones checked with HEAD requests)."""
+    from specaware.data import object_store
+
+    remote = [u for u in urls if object_store.is_store_url(u)]
+    return [u for u in urls if not object_store.is_store_url(u) and not Path(u).is_file()] + \
+        (object_store.missing(remote) if remote else [])
 
 
 def _members(path: str) -> Iterator[tuple[str, str, int, int, mmap.mmap]]:
@@ -266,8 +284,11 @@ def read_shard(path: str, stats: SkipStats, expected: int | None = None
             sample["__broken__"] = f"incomplete sample: no .{missing[0]} member"
         return sample
 
+    from specaware.data import object_store
+
+    members = object_store.stream_members if object_store.is_store_url(path) else _members
     try:
-        for key, ext, offset, size, buffer in _members(path):
+        for key, ext, offset, size, buffer in members(path):
             if current is not None and key != current["__key__"]:
                 yield finish(current)
                 current = None

@@ -48,8 +48,8 @@ import webdataset as wds
 
 from specaware.data.collate import BatchMemory, ReleaseTracker, bucketed, collate, release_flags
 from specaware.data.shard_reader import (  # noqa: F401 - re-exported: the loader API
-    LazyCube, SkipRateError, SkipStats, decode_eager, decode_lazy, read_shard, resolve_shard_set,
-    resolve_source)
+    LazyCube, SkipRateError, SkipStats, decode_eager, decode_lazy, missing_shards, read_shard,
+    resolve_shard_set, resolve_source)
 from specaware.data.codec import SampleMetadataError
 from specaware.data.views import ViewConfig, apply_views
 
@@ -331,7 +331,7 @@ def make_loader(source, *, mode: str = "train", batch_size: int, num_workers: in
     if not 0 <= rank < world_size:
         raise ValueError(f"make_loader: rank {rank} outside world_size {world_size}")
     urls, counts, tile = resolve_shard_set(source)
-    missing = [u for u in urls if not Path(u).exists()]
+    missing = missing_shards(urls)
     if missing:
         raise FileNotFoundError(f"make_loader: {len(missing)} shard(s) not found, e.g. "
                                 f"{missing[:3]}; check the path or the brace pattern")
@@ -354,7 +354,8 @@ def make_loader(source, *, mode: str = "train", batch_size: int, num_workers: in
 
 def _shard_peaks(source, weights: Mapping[str, float]) -> dict[str, float]:
     """Max curation weight per shard name, from the manifest rows (key -> shard)."""
-    if not (isinstance(source, (str, Path)) and Path(source).is_dir()):
+    from specaware.data.object_store import is_store_url
+    if not (isinstance(source, (str, Path)) and (Path(source).is_dir() or is_store_url(source))):
         raise ValueError("make_loader: `weights` need a shard dir with manifest.json (to know "
                          "which shard holds which key)")
     from specaware.data.shard import read_manifest

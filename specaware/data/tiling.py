@@ -20,6 +20,7 @@ from rasterio.warp import transform_bounds
 from specaware.data.codec import DTYPES, encode_sample, make_key
 from specaware.data.descriptors import tile_descriptors
 from specaware.data.raster import RasterScene, Tile, iter_strip
+from specaware.data.remote import open_raster
 from specaware.data.sample import make_sample
 from specaware.sensors import DEFAULT_ABSORPTION_RANGES, DEFAULT_VALUE_CAPS, absorption_mask
 
@@ -139,6 +140,6 @@ def encode_tile(job: SceneJob, tile: Tile) -> TileResult:
 
 def process_strip(job: SceneJob, row: int, cols: list[int]) -> list[TileResult]:
     """All tiles of one strip of `job.scene` (runs in a worker process)."""
-    with rasterio.open(job.scene.path) as src:
+    with open_raster(job.scene.path) as src:
         return [encode_tile(job, tile)
                 for tile in iter_strip(src, job.scene, row, job.options.tile, cols)]

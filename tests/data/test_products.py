@@ -1,0 +1,119 @@
+"""Products that are not one multi-band raster shard as one scene: a NetCDF cube with a
+wavelength coordinate, a NetCDF with one variable per band (Sentinel-2 L3 style), a folder of
+one file per band (Landsat collection, Sentinel-2 SAFE at mixed resolutions); an ambiguous
+container fails listing its subdatasets. Fixtures are tiny files written here (netCDF4)."""
+import numpy as np
+import pytest
+
+from specaware.data.products import as_scene
+from specaware.data.raster import RasterMetadataError, open_scene
+from specaware.data.shard import shard_scenes
+from specaware.data.tiling import TilingOptions
+from specaware.testing import sensor_bands, synthetic_cube, write_geotiff
+
+netCDF4 = pytest.importorskip("netCDF4")
+WL, FWHM, _ = sensor_bands("emit", 6)
+
+
+def _netcdf(path, variables: dict, wavelength=None, units="nm"):
+    """variables: name -> array [C, H, W] (dims wavelength/band, y, x) or [H, W]."""
+    with netCDF4.Dataset(path, "w") as nc:
+        h, w = next(iter(variables.values())).shape[-2:]
+        nc.createDimension("y", h)
+        nc.createDimension("x", w)
+        y, x = nc.createVariable("y", "f8", ("y",)), nc.createVariable("x", "f8", ("x",))
+        y[:], x[:] = 4100000.0 - 2.0 * (np.arange(h) + 0.5), 500000.0 + 2.0 * (np.arange(w) + 0.5)
+        y.units = x.units = "m"
+        if wavelength is not None:
+            nc.createDimension("wavelength", len(wavelength))
+            coord = nc.createVariable("wavelength", "f8", ("wavelength",))
+            coord[:], coord.units = wavelength, units
+        for name, array in variables.items():
+            dims = ("y", "x") if array.ndim == 2 else (
+                ("wavelength" if wavelength is not None else "band"), "y", "x")
+            if array.ndim == 3 and wavelength is None and "band" not in nc.dimensions:
+                nc.createDimension("band", array.shape[0])
+            var = nc.createVariable(name, "f4", dims)
+            var[:] = array
+    return path
+
+
+def test_netcdf_cube_with_wavelength_coordinate_is_one_scene(tmp_path):
+    cube = np.clip(synthetic_cube(WL, 32, 32), 0.001, None)
+    path = _netcdf(tmp_path / "emit_like.nc", {"reflectance": cube,
+                                              "quality": np.zeros((32, 32), np.float32)},
+                   wavelength=np.asarray(WL) / 1000.0, units="micrometers")
+    scene = open_scene(as_scene(path), gsd=2.0)
+    assert scene.num_bands == len(WL) and scene.name == "emit_like"
+    np.testing.assert_allclose(scene.wavelength, WL, rtol=1e-5)
+    manifest = shard_scenes([path], tmp_path / "o", options=TilingOptions(tile=16),
+                            progress=False, gsd=2.0)
+    assert manifest["total"] == 4 and manifest["sensors"]["unknown"]["bands"] == [len(WL)]
+
+
+def test_netcdf_with_one_variable_per_band_stacks_them_in_band_order(tmp_path):
+    wl, _, names = sensor_bands("sentinel-2a")
+    picked = {"B08": 7, "B02": 1, "B04": 3, "B03": 2}   # written out of order
+    cube = np.clip(synthetic_cube(wl, 32, 32), 0.001, None)
+    path = _netcdf(tmp_path / "s2_l3.nc", {k: cube[i] for k, i in picked.items()})
+    scene = open_scene(as_scene(path), sensor="sentinel-2a", gsd=10.0)
+    assert scene.band_names == ["B2", "B3", "B4", "B8"]
+    np.testing.assert_allclose(scene.wavelength, wl[[1, 2, 3, 7]])
+
+
+def test_ambiguous_container_lists_its_subdatasets(tmp_path):
+    cube = np.ones((3, 16, 16), np.float32)
+    path = _netcdf(tmp_path / "two.nc", {"radiance": cube, "reflectance": cube})
+    with pytest.raises(RasterMetadataError) as err:
+        as_scene(path)
+    message = str(err.value)
+    assert "two.nc: ambiguous product" in message and "--subdataset" in message
+    assert ":radiance" in message and ":reflectance" in message
+    chosen = as_scene(path, "reflectance")
+    assert str(chosen).endswith(":reflectance")
+    with pytest.raises(RasterMetadataError, match=r"no subdataset 'bogus'; choose one of"):
+        as_scene(path, "bogus")
+
+
+def test_landsat_folder_of_band_files_is_one_scene(tmp_path):
+    wl, _, names = sensor_bands("landsat-9")
+    folder = tmp_path / "LC09_L2SP_042034_20240501_20240502_02_T1"
+    folder.mkdir()
+    cube = np.clip(synthetic_cube(wl, 32, 32), 0.001, None)
+    for i in (6, 0, 3, 2, 1, 4, 5):   # B7 first: order must come from the band numbers
+        write_geotiff(folder / f"{folder.name}_SR_B{i + 1}.TIF", cube[i:i + 1], style=None,
+                      gsd=30.0)
+    (folder / f"{folder.name}_QA_PIXEL.TIF").write_bytes(b"not a band")
+    scene = open_scene(as_scene(folder), sensor="landsat-9")
+    assert scene.band_names == ["B1", "B2", "B3", "B4", "B5", "B6", "B7"]
+    np.testing.assert_allclose(scene.wavelength, wl[:7])
+    assert scene.gsd == 30.0 and scene.name == folder.name
+
+
+def test_safe_folder_takes_the_finest_copy_and_resamples_coarse_bands(tmp_path):
+    wl, _, _ = sensor_bands("sentinel-2a")
+    safe = tmp_path / "S2A_MSIL2A_20240501.SAFE" / "GRANULE" / "L2A_T11SKA" / "IMG_DATA"
+    for res in ("R10m", "R20m"):
+        (safe / res).mkdir(parents=True)
+    fine = np.full((1, 32, 32), 0.2, np.float32)
+    coarse = np.full((1, 16, 16), 0.4, np.float32)
+    write_geotiff(safe / "R10m" / "T11SKA_B02_10m.tif", fine, style=None, gsd=10.0)
+    write_geotiff(safe / "R20m" / "T11SKA_B02_20m.tif", coarse, style=None, gsd=20.0)
+    write_geotiff(safe / "R20m" / "T11SKA_B05_20m.tif", coarse, style=None, gsd=20.0)
+    scene = open_scene(as_scene(tmp_path / "S2A_MSIL2A_20240501.SAFE"), sensor="sentinel-2a")
+    assert scene.band_names == ["B2", "B5"] and (scene.width, scene.height) == (32, 32)
+    assert scene.name == "S2A_MSIL2A_20240501" and scene.gsd == 10.0
+    import rasterio
+    with rasterio.open(scene.path) as src:
+        np.testing.assert_allclose(src.read(1), 0.2)   # the 10 m copy, not the 20 m one
+        np.testing.assert_allclose(src.read(2), 0.4)
+
+
+def test_bands_on_different_footprints_are_refused(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_geotiff(folder / "x_B1.tif", np.ones((1, 16, 16), np.float32), style=None)
+    write_geotiff(folder / "x_B2.tif", np.ones((1, 16, 16), np.float32), style=None,
+                  origin=(600000.0, 4100000.0))
+    with pytest.raises(RasterMetadataError, match=r"x_B2.tif: band B2 covers .* must share"):
+        as_scene(folder)
