@@ -25,6 +25,7 @@ import rasterio
 from rasterio.enums import Resampling
 import torch
 
+from specaware.data.remote import open_raster
 from specaware.data.cog import CogWriter
 from specaware.finetune.checkpoint import load_finetuned
 from specaware.finetune.datasets.collate import collate, to_device
@@ -151,7 +152,7 @@ class Outputs:
 
 def _writers(outputs: Outputs, like: str, meta: dict, tags: dict):
     k = meta["num_classes"]
-    with rasterio.open(like) as src:
+    with open_raster(like) as src:
         profile = {"height": src.height, "width": src.width, "crs": src.crs,
                    "transform": src.transform}
     dtype = class_map_dtype(k, outputs.ignore_index)

@@ -12,8 +12,8 @@ outside": predict warns and writes the warning into the output's metadata.
 from __future__ import annotations
 
 import numpy as np
-import rasterio
 
+from specaware.data.remote import open_raster
 from specaware.finetune.datasets.scene import apply_normalization
 
 FAR = 10.0
@@ -25,7 +25,7 @@ DEFAULT_RANGE = {"none": (0.0, 1.0), "auto": (0.0, 1.0), "minmax": (0.0, 1.0),
 def scene_range(path: str, normalization: dict) -> tuple[float, float] | None:
     """[0.1, 99.9] percentiles of the scene's valid pixels after `normalization` (decimated
     read), or None when no pixel is valid."""
-    with rasterio.open(path) as ds:
+    with open_raster(path) as ds:
         step = max(1, max(ds.height, ds.width) // DECIMATED)
         data = ds.read(out_shape=(ds.count, max(1, ds.height // step),
                                   max(1, ds.width // step)), masked=True)

@@ -88,8 +88,7 @@ def check_inputs(cfg: FinetuneConfig) -> None:
     for key in _PATHS:
         value = getattr(d, key)
         for path in (value if isinstance(value, list) else [value] if value else []):
-            if not Path(path).exists():
-                raise ConfigError(f"config key 'data.{key}': {path} not found")
+            _require_input(f"data.{key}", path)
     for key in ("train_shards", "val_shards", "test_shards"):
         if getattr(d, key):
             require_shard_files(f"data.{key}", getattr(d, key),
@@ -107,6 +106,21 @@ def check_inputs(cfg: FinetuneConfig) -> None:
         raise ConfigError(f"config key 'model.checkpoint': {m.checkpoint} not found (an export "
                           "OUT.safetensors + OUT.json from `specaware export`)")
     check_split(cfg)
+
+
+def _require_input(key: str, path) -> None:
+    """ConfigError naming `key` unless the file is there; a URL / s3:// / GDAL network path is
+    opened (headers only) so a typo, 404 or missing credentials surface before training."""
+    from specaware.data.remote import RemoteReadError, check_exists, is_remote
+
+    if not is_remote(path):
+        if not Path(path).exists():
+            raise ConfigError(f"config key {key!r}: {path} not found")
+        return
+    try:
+        check_exists(path)
+    except (RemoteReadError, OSError) as err:
+        raise ConfigError(f"config key {key!r}: {err}") from None
 
 
 def check_split(cfg: FinetuneConfig) -> None:

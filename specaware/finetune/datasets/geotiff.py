@@ -18,6 +18,7 @@ import rasterio
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
+from specaware.data.remote import open_raster
 from specaware.finetune.datasets import wavelengths as wltab
 from specaware.finetune.datasets.protocol import tile_windows
 from specaware.finetune.datasets.scene import (IGNORE, HSIScene, LabelledScene, apply_normalization,
@@ -92,7 +93,7 @@ class RasterInfo:
     @classmethod
     def open(cls, path, sensor: str = "", wavelength_file: str = "", normalize: str = "auto",
              normalization: dict | None = None) -> "RasterInfo":
-        with rasterio.open(path) as ds:
+        with open_raster(path) as ds:
             wl, fw, name = band_metadata(ds, path, sensor, wavelength_file)
             if normalization is None:
                 scale = max(1, max(ds.height, ds.width) // _DECIMATED)
@@ -106,7 +107,7 @@ class RasterInfo:
 
     def read(self, row: int, col: int, h: int, w: int) -> dict:
         """A sample dict for the window at (row, col) of size h x w."""
-        with rasterio.open(self.path) as ds:
+        with open_raster(self.path) as ds:
             data = ds.read(window=Window(col, row, w, h)).astype(np.float32)
         valid = np.isfinite(data)
         if self.nodata is not None:
@@ -120,7 +121,7 @@ class RasterInfo:
 def read_mask(path, row=0, col=0, h=None, w=None, zero_is_unlabelled=True,
               ignore_value: int | None = 255) -> np.ndarray:
     """Labels int64 [h, w] in the internal convention (-1 = unlabelled)."""
-    with rasterio.open(path) as ds:
+    with open_raster(path) as ds:
         h, w = h or ds.height, w or ds.width
         raw = ds.read(1, window=Window(col, row, w, h)).astype(np.int64)
         nodata = ds.nodata
@@ -157,7 +158,7 @@ class GeoTiffTiles(Dataset):
 
     def _check_grid(self, i: int) -> None:
         grids = [self.infos[i]] + ([self.infos2[i]] if self.infos2 else [])
-        with rasterio.open(self.masks[i]) as m:
+        with open_raster(self.masks[i]) as m:
             shapes = {g.path: g.shape for g in grids} | {self.masks[i]: (m.height, m.width)}
         if len(set(shapes.values())) > 1:
             raise ValueError(f"rasters of pair {i} differ in size: {shapes}; resample them onto "
