@@ -41,7 +41,7 @@ class ClientModel(nn.Module):
         if strategy == "fedavg_head_blocks":
             set_trainable(encoder, "partial", cfg.last_blocks)
         else:
-            set_trainable(encoder, "frozen")
+            set_trainable(encoder, "encoder")
         self.head = nn.Sequential(nn.LayerNorm(encoder.embed_dim),
                                   nn.Linear(encoder.embed_dim, num_classes))
         self.last_blocks = cfg.last_blocks

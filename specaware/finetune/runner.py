@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -344,10 +345,13 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int, env: DistEnv | None = No
 
 
 def check_run(cfg: FinetuneConfig) -> None:
-    """Keys `run` reads beyond the inputs: the resume mode and the freeze name."""
+    """Keys `run` reads beyond the inputs: the resume mode, the freeze name, and a global batch
+    that splits evenly over torchrun's processes."""
     if cfg.resume not in ("", "auto"):
         raise ConfigError(f"config key 'resume': {cfg.resume!r} is not '' (start afresh) or "
                           "'auto' (continue from OUT/<init>/seed<k>/last where it exists)")
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)    # torchrun's, before any process group
+    local_batch_size(cfg.optim.batch_size, DistEnv(world_size=world))
     try:
         cfg.model.freeze = canonical_freeze(cfg.model.freeze)
     except ValueError as e:

@@ -158,3 +158,13 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     moved = sum(float((wa[k] - base[k]).norm() ** 2) for k in encoder) ** 0.5
     apart = sum(float((wa[k] - wb[k]).norm() ** 2) for k in wa) ** 0.5
     assert moved > 0 and apart < 0.02 * moved, (apart, moved)
+
+
+def test_a_global_batch_that_does_not_split_is_a_config_error_before_any_work(monkeypatch):
+    from specaware.config import ConfigError, build
+    from specaware.finetune.config import FinetuneConfig
+    from specaware.finetune.runner import check_run
+    monkeypatch.setenv("WORLD_SIZE", "4")                 # as torchrun sets it
+    with pytest.raises(ConfigError, match="optim.batch_size=6 .* 4 processes"):
+        check_run(build(FinetuneConfig, [], ["optim.batch_size=6"]))
+    check_run(build(FinetuneConfig, [], ["optim.batch_size=8"]))

@@ -119,7 +119,7 @@ def _trainable(model):
 
 def test_frozen_encoder_is_a_linear_probe_and_stays_unchanged():
     enc = api.build_encoder(None, "specaware_debug")
-    model = SceneClassifier(enc, 2, freeze="frozen")
+    model = SceneClassifier(enc, 2, freeze="encoder")
     assert all(n.startswith("head.") for n in _trainable(model))
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     batch = collate([sample(label=0), sample(seed=1, label=1)])
@@ -165,7 +165,7 @@ def test_partial_freezing_changes_only_the_trainable_weights_in_a_step():
 
 def test_full_fine_tuning_trains_every_encoder_weight():
     enc = api.build_encoder(None, "specaware_debug")
-    model = Segmenter(enc, 2, width=16, freeze="full")
+    model = Segmenter(enc, 2, width=16, freeze="none")
     assert {n for n, _ in model.named_parameters()} == _trainable(model)
     with pytest.raises(ValueError, match="freeze mode"):
         Segmenter(api.build_encoder(None, "specaware_debug"), 2, freeze="half")
