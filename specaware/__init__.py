@@ -37,3 +37,15 @@ def load_pretrained(path, **kwargs):
     """Encoder from an exported `.safetensors` + JSON (`specaware export`); never unpickles."""
     from specaware.finetune.api import load_pretrained as _load
     return _load(path, **kwargs)
+
+
+def _register_in_terratorch() -> None:
+    """TerraTorch users import it first; its backbone registry then lists specaware's variants
+    (specaware.backbone_factory.register_terratorch; nothing is imported otherwise)."""
+    import sys
+    if "terratorch" in sys.modules:
+        from specaware.backbone_factory import register_terratorch
+        register_terratorch()
+
+
+_register_in_terratorch()

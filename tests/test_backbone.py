@@ -165,3 +165,17 @@ def test_encoder_called_on_a_tensor_points_to_the_backbone():
     mae = specaware.create_model("specaware_debug")
     with pytest.raises(TypeError, match="features_only=True"):
         mae.encoder(torch.zeros(1, 4, 16, 16))
+
+
+def test_importing_specaware_after_terratorch_registers_the_variants(monkeypatch):
+    """`import terratorch; import specaware` fills TerraTorch's backbone registry."""
+    import sys
+    import types
+    registry = TerraTorchLikeRegistry()
+    fake = types.ModuleType("terratorch")
+    fake_registry = types.ModuleType("terratorch.registry")
+    fake_registry.TERRATORCH_BACKBONE_REGISTRY = registry
+    monkeypatch.setitem(sys.modules, "terratorch", fake)
+    monkeypatch.setitem(sys.modules, "terratorch.registry", fake_registry)
+    specaware._register_in_terratorch()
+    assert "specaware_base" in registry and "specaware_debug" in registry
