@@ -24,6 +24,7 @@ class FakeEngine:
 
     def __init__(self, fail: Exception | None = None):
         self.fail = fail
+        self.module = torch.nn.Linear(2, 2)     # no expert weights: nothing split to save
 
     def save_checkpoint(self, path, tag, client_state, save_latest):
         folder = Path(path) / tag
