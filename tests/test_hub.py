@@ -14,8 +14,14 @@ from tests.model.batches import pad_batch, sample
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
+def _offline(monkeypatch, tmp_path):
+    """No network, and an empty hub cache of the test's own (huggingface_hub reads both
+    variables once, at import, so its constants are set too)."""
+    from huggingface_hub import constants
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -87,8 +93,7 @@ def test_tampered_hub_weights_fail_listing_the_keys(tmp_path):
         specaware.load_pretrained(tmp_path / "hub")
 
 
-def test_unknown_repo_id_offline_names_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_unknown_repo_id_offline_names_the_fix():
     with pytest.raises(CheckpointError, match="local folder"):
         specaware.load_pretrained("nobody/specaware-missing")
     with pytest.raises(CheckpointError, match="not found"):       # a file path stays a path
@@ -121,3 +126,18 @@ def test_checkpoint_folder_exports_to_a_hub_folder(tmp_path):
     _same_weights(model.encoder, encoder)
     assert json.loads((folder / "config.json").read_text())["pretraining"]["step"] == 5
     assert not list((tmp_path / "out").glob("tmp*"))              # no temporary export left
+
+
+def test_repo_id_loads_offline_from_the_hub_cache(tmp_path):
+    """A repo id resolves through huggingface_hub's cache (HF_HUB_OFFLINE=1): the layout
+    hf_hub_download leaves after a download (refs/main -> snapshots/<commit>/files)."""
+    import shutil
+    bb = specaware.create_model("specaware_debug", features_only=True, sensor="enmap")
+    bb.save_pretrained(tmp_path / "hub")
+    repo = tmp_path / "cache" / "models--someone--specaware-debug"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tmp_path / "hub", repo / "snapshots" / commit)
+    _same_weights(bb, SpecAwareBackbone.from_pretrained("someone/specaware-debug"))
+    _same_weights(bb.encoder, specaware.load_pretrained("someone/specaware-debug"))
