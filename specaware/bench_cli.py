@@ -26,6 +26,9 @@ def available() -> list[str]:
 def add_arguments(parser) -> None:
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {available()})")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--remote", action="store_true", help="loader: stream shards from "
+                        "loopback HTTP / S3 servers against local reads (passed to the scripts "
+                        "that take it)")
 
 
 def machine_line() -> str:
@@ -70,6 +73,12 @@ def main(args) -> int:
     failed = []
     for name in names:
         cmd = [sys.executable, str(BENCH_DIR / f"bench_{name}.py")] + (["--quick"] if args.quick else [])
+        if getattr(args, "remote", False):
+            if name != "loader":
+                print(f"error: --remote applies to `bench loader` only, not {name}",
+                      file=sys.stderr)
+                return 2
+            cmd.append("--remote")
         print(f"\n=== bench {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         rc = run_filtered(cmd, env)

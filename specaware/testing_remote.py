@@ -112,14 +112,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, port: int = 0):
         self.root = Path(root)
         self.faults: dict[str, str] = {}
         self.requests: Counter = Counter()     # path -> requests
         self.gets: Counter = Counter()         # path -> GET requests (no HEAD)
         self.bytes_sent: Counter = Counter()   # path -> body bytes served
         self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0),
+        super().__init__(("127.0.0.1", port),
                          lambda *a: _Handler(*a, directory=str(self.root)))
 
     def url(self, relative: str = "") -> str:
@@ -127,9 +127,10 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def http_server(root) -> Iterator[_Server]:
-    """A static file server for `root` on 127.0.0.1 (see the module docstring)."""
-    server = _Server(root)
+def http_server(root, port: int = 0) -> Iterator[_Server]:
+    """A static file server for `root` on 127.0.0.1 (see the module docstring); port 0 = any
+    free port."""
+    server = _Server(root, port)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()

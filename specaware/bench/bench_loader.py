@@ -237,7 +237,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--dtype", choices=("float16", "int16"), default="float16")
     parser.add_argument("--repeats", type=int, default=None, help="passes per figure")
+    parser.add_argument("--remote", action="store_true", help="shards from loopback HTTP and "
+                        "S3 servers vs local, and shard writing from a remote GeoTIFF "
+                        "(remote_io.py)")
     args = parser.parse_args(argv)
+    if args.remote:
+        from remote_io import run_remote  # sibling file: bench scripts run from bench/
+        return run_remote(args, write_shards, eval_rate, train_rates)
     tiles, size, per_shard = (48, 128, 8) if args.quick else (160, 128, 16)
     args.repeats = args.repeats or (3 if args.quick else 5)
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:

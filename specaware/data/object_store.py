@@ -217,8 +217,8 @@ def resolve_prefix(prefix: str) -> tuple[list[str], dict[str, int]]:
 
 
 def stream_members(url: str, policy: RetryPolicy | None = None
-                   ) -> Iterator[tuple[str, str, int, int, bytes]]:
-    """(key, extension, 0, size, payload bytes) of each regular member of the tar at `url`,
+                   ) -> Iterator[tuple[str, str, int, int, bytearray]]:
+    """(key, extension, 0, size, payload) of each regular member of the tar at `url`,
     read as the bytes arrive (same tuples as shard_reader._members, offset into `payload`)."""
     from specaware.data.shard_reader import _CutMember
 
@@ -228,13 +228,14 @@ def stream_members(url: str, policy: RetryPolicy | None = None
                 if not info.isreg():
                     continue
                 key, _, ext = Path(info.name).name.partition(".")
+                payload = bytearray(info.size)  # writable: torch warns on read-only views
                 try:
-                    payload = tar.extractfile(info).read()
+                    got = tar.extractfile(info).readinto(payload)
                 except (tarfile.TarError, OSError) as err:  # the response stopped mid-member
                     raise _CutMember(key, f"member {info.name}: {err}") from None
-                if len(payload) != info.size:
-                    raise _CutMember(key, f"member {info.name}: {len(payload)} of {info.size} "
-                                     f"bytes arrived; the response was cut short")
+                if got != info.size:
+                    raise _CutMember(key, f"member {info.name}: {got} of {info.size} bytes "
+                                     f"arrived; the response was cut short")
                 yield key, ext.lower(), 0, info.size, payload
 
 

@@ -93,7 +93,9 @@ def curation(cfg: PretrainConfig):
              cur.max_oversample)
     if ident not in _CURATED:
         from specaware.data.curate import CurationError, curation_for
-        if not (Path(cfg.data.shards) / "manifest.json").is_file():
+        from specaware.data.object_store import is_store_url
+        if not (is_store_url(cfg.data.shards)   # remote manifests are read by curation_for
+                or (Path(cfg.data.shards) / "manifest.json").is_file()):
             raise ConfigError(f"config key 'data.curation' needs data.shards to be a shard "
                               f"folder with manifest.json; {cfg.data.shards!r} is not")
         try:

@@ -1,0 +1,180 @@
+"""`specaware bench loader --remote` (issue 22): the streaming loader reading shards from a
+loopback HTTP server and a loopback S3 server (moto), against the same shards read locally,
+side by side in one run; then `specaware shard` reading a tiled GeoTIFF over HTTP / S3 against
+the same file on disk.
+
+Servers run in their own processes (python -m http.server, moto_server) on 127.0.0.1, so they
+do not share the benchmark's GIL; they are stopped at the end. Loopback has no latency or
+bandwidth limit worth the name: the ratios measure what the remote path costs in CPU
+(HTTP parsing, tar streaming, copies out of the socket), not what a WAN link would cost.
+Target: remote / local >= 0.7 for the train stream at 2 workers.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+TARGET = 0.7
+
+
+def _wait(url: str, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError as err:
+            if getattr(err, "code", None):  # any HTTP answer means the server is up
+                return
+            time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not start within {timeout:g} s")
+
+
+@contextmanager
+def serve(command: list[str], url: str):
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(url)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _free_port() -> int:
+    from specaware.testing_remote import free_port
+    return free_port()
+
+
+@contextmanager
+def s3_endpoint(root: Path, names: list[str]):
+    """moto_server on loopback holding s3://bench/<names...> (from `root`); sets the env."""
+    port = _free_port()
+    exe = Path(sys.executable).with_name("moto_server")
+    with serve([str(exe), "-H", "127.0.0.1", "-p", str(port)], f"http://127.0.0.1:{port}/"):
+        os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
+        from specaware.testing_remote import s3_client
+        client = s3_client()
+        client.create_bucket(Bucket="bench")
+        for name in names:
+            client.upload_file(str(root / name), "bench", name)
+        yield "s3://bench/"
+
+
+def loader_rates(source, args, tiles, eval_rate, train_rates) -> tuple[float, float]:
+    """(median eval-pass tiles/s, median steady train-stream tiles/s) of `source`."""
+    evals = [eval_rate(source, args.batch_size, args.workers, tiles) for _ in range(args.repeats)]
+    train, _ = train_rates(source, args.batch_size, args.workers, tiles, args.repeats)
+    return statistics.median(evals), statistics.median(train)
+
+
+def shard_seconds(scene: str, out: Path, repeats: int) -> float:
+    """Median seconds of `shard_scenes` on `scene` (tile 64, in this process)."""
+    from specaware.data.shard import shard_scenes
+    from specaware.data.tiling import TilingOptions
+
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        shard_scenes([scene], out / f"run{i}", options=TilingOptions(tile=64), progress=False)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def write_scene(path: Path) -> int:
+    """A 64-band 512 x 512 float32 tiled GeoTIFF (64 MiB), as a COG would store it."""
+    from specaware.testing import sensor_bands, synthetic_cube, write_geotiff
+    wl, fwhm, _ = sensor_bands("enmap", 64)
+    cube = synthetic_cube(wl, 512, 512, seed=1)
+    write_geotiff(path, cube, wavelength=wl, fwhm=fwhm, blocksize=256)
+    return path.stat().st_size
+
+
+def run_remote(args, write_shards, eval_rate, train_rates) -> int:
+    tiles, size, per_shard = (48, 128, 8) if args.quick else (160, 128, 16)
+    args.repeats = args.repeats or (3 if args.quick else 5)
+    with tempfile.TemporaryDirectory(prefix="bench_remote_") as tmp:
+        root = Path(tmp)
+        write_shards(root / "set", tiles, size, per_shard, args.dtype)
+        names = sorted(p.relative_to(root).as_posix() for p in (root / "set").iterdir())
+        print(f"bench_loader --remote: {tiles} tiles of 224 x {size} x {size} {args.dtype} in "
+              f"{tiles // per_shard} shards, batch {args.batch_size}, {args.workers} workers, "
+              f"median of {args.repeats} passes; servers on 127.0.0.1 in their own processes")
+        eval_rate(root / "set", args.batch_size, args.workers, tiles)  # page cache warm
+        rates = {"local": loader_rates(root / "set", args, tiles, eval_rate, train_rates)}
+        port = _free_port()
+        http = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                "--directory", str(root)]
+        with serve(http, f"http://127.0.0.1:{port}/") as url:
+            rates["https"] = loader_rates(url + "set/", args, tiles, eval_rate, train_rates)
+        s3 = None
+        try:
+            import moto  # noqa: F401
+            s3 = True
+        except ImportError:
+            print("moto not installed: S3 rows skipped (pip install 'specaware[dev]')")
+        if s3:
+            with s3_endpoint(root, names) as bucket:
+                rates["s3"] = loader_rates(bucket + "set/", args, tiles, eval_rate,
+                                           train_rates)
+        _report_loader(rates)
+        _shard_bench(root, args, s3)
+    return 0
+
+
+def _report_loader(rates: dict[str, tuple[float, float]]) -> None:
+    local_eval, local_train = rates["local"]
+    print(f"local shards      : eval pass {local_eval:7.1f} tiles/s, train stream "
+          f"{local_train:7.1f} tiles/s   (reference)")
+    worst = None
+    for name in ("https", "s3"):
+        if name in rates:
+            e, t = rates[name]
+            ratio = t / local_train
+            worst = ratio if worst is None else min(worst, ratio)
+            label = "http://127.0.0.1" if name == "https" else "s3 (moto)"
+            print(f"{label:<18}: eval pass {e:7.1f} tiles/s (ratio {e / local_eval:.2f}), "
+                  f"train stream {t:7.1f} tiles/s (ratio {ratio:.2f})")
+    print(f"target: remote / local train stream >= {TARGET:.2f} -> "
+          f"{'met' if worst is not None and worst >= TARGET else 'NOT met'}")
+
+
+def _shard_bench(root: Path, args, s3: bool | None) -> None:
+    scene = root / "www" / "scene.tif"
+    scene.parent.mkdir()
+    size = write_scene(scene)
+    repeats = 1 if args.quick else 3
+    local = shard_seconds(str(scene), root / "out-local", repeats)
+    print(f"shard writing, {size / 2**20:.0f} MiB tiled GeoTIFF (64 bands, 512 x 512, tile 64), "
+          f"median of {repeats}:")
+    print(f"  local file        : {local:6.2f} s   (reference)")
+    port = _free_port()
+    http = [sys.executable, __file__, "serve", str(root / "www"), str(port)]
+    with serve(http, f"http://127.0.0.1:{port}/"):
+        remote = shard_seconds(f"http://127.0.0.1:{port}/scene.tif", root / "out-http", repeats)
+    print(f"  http://127.0.0.1  : {remote:6.2f} s   speed ratio local/remote "
+          f"{local / remote:.2f}")
+    if s3:
+        with s3_endpoint(root / "www", ["scene.tif"]) as bucket:
+            remote = shard_seconds(bucket + "scene.tif", root / "out-s3", repeats)
+        print(f"  s3 (moto)         : {remote:6.2f} s   speed ratio local/remote "
+              f"{local / remote:.2f}")
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
+    # a range-capable static server (GDAL's /vsicurl/ needs ranges; http.server has none)
+    from specaware.testing_remote import http_server
+    with http_server(sys.argv[2], port=int(sys.argv[3])) as server:
+        while True:
+            time.sleep(3600)
