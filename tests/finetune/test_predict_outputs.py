@@ -155,3 +155,16 @@ def test_memory_follows_a_strip_of_windows_not_the_scene(checkpoint, tmp_path, m
     assert tall < (1536 * 320 * 6 * 4) / 4
     with rasterio.open(tmp_path / "tall_map_probs.tif") as ds:
         assert ds.shape == (1536, 320)
+
+
+def test_bf16_prediction_agrees_with_fp32(checkpoint, tmp_path):
+    """--precision bf16 autocasts the windows' forward pass; softmax, blending and argmax stay
+    fp32, so the map differs from fp32's only where classes nearly tie."""
+    scene = _scene(tmp_path / "scene.tif", 64, 64)
+    maps = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.tif"
+        assert _predict(checkpoint, scene, out, "--precision", precision) == 0
+        with rasterio.open(out) as ds:
+            maps[precision] = ds.read(1)
+    assert (maps["bf16"] == maps["fp32"]).mean() > 0.95
