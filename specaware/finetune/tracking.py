@@ -5,8 +5,8 @@ to `RUN/metrics.jsonl`, so a run is inspectable without wandb.
 
 Per epoch, at step = optimizer steps done: `loss` (training mean), `lr` (head), `encoder_lr`
 (when the encoder trains), `epoch`, `perf/samples_per_s`, `val/<metric>` for every scalar
-validation metric, and, unless `wandb.panel_every` = 0, two images also written as PNG under
-`RUN/panels/`: `val/confusion` (the validation confusion matrix) and, for dense tasks,
+validation metric, and, when wandb is on and `wandb.panel_every` > 0, two images also written
+as PNG under `RUN/panels/` (with wandb disabled, `confusion.png` of the test set is the figure): `val/confusion` (the validation confusion matrix) and, for dense tasks,
 `val/prediction` (reference | prediction of the first validation tile).
 """
 from __future__ import annotations
@@ -38,10 +38,14 @@ class FinetuneTracker:
         self.tracker.log({"epoch": epoch, "loss": loss, **lrs, "perf/samples_per_s":
                           samples_per_s, **scalars}, step)
 
+    @property
+    def wants_images(self) -> bool:
+        return self.is_main and self.cfg.panel_every > 0 and self.cfg.mode != "disabled"
+
     def images(self, step: int, epoch: int, cm: np.ndarray, val: dict,
                example: tuple[np.ndarray, np.ndarray] | None) -> list[Path]:
         """Confusion matrix (and a reference | prediction map) as PNG and wandb images."""
-        if not self.is_main or self.cfg.panel_every == 0:
+        if not self.wants_images:
             return []
         from specaware.finetune.plots import save_confusion_png, save_map_png
         folder = self.run_dir / "panels"

@@ -310,7 +310,8 @@ def _example(model, loader, task: str, device, precision: str):
     """(reference, prediction) [H, W] of the first validation tile of a dense task."""
     if task == "classification":
         return None
-    batch = next(iter(loader), None)
+    with torch.random.fork_rng(devices=[]):   # a DataLoader draws its seed: training unchanged
+        batch = next(iter(loader), None)
     if batch is None:
         return None
     model = unwrap(model).eval()
@@ -330,5 +331,6 @@ def _track(opts: FitOptions, scheduler, step: int, epoch: int, loss: float, rate
     if len({g["initial_lr"] for g in groups}) > 1:
         lrs["encoder_lr"] = factor * min(g["initial_lr"] for g in groups)
     tracker.epoch(step, epoch, loss, lrs, val, rate)
-    tracker.images(step, epoch, cm, val, _example(model, val_loader, task, device,
-                                                  opts.precision))
+    if tracker.wants_images:
+        tracker.images(step, epoch, cm, val, _example(model, val_loader, task, device,
+                                                      opts.precision))
