@@ -122,6 +122,8 @@ def validate(cfg: FederatedConfig) -> FederatedConfig:
     _check(len(cfg.clients) >= 2, "clients", "federation needs >= 2 clients")
     for i, c in enumerate(cfg.clients):
         _check(len(c.bands) in (0, 2), f"clients[{i}].bands", "give [lo_nm, hi_nm] or []")
+        _check_sensor(c.sensor, f"clients[{i}].sensor")
+    _check_sensor(cfg.data.source_sensor, "data.source_sensor")
     _check(cfg.train.rounds >= 1, "train.rounds", "must be >= 1")
     _check(cfg.data.val_fraction + cfg.data.holdout_fraction < 0.9, "data.holdout_fraction",
            "validation + holdout must leave >= 10 % of the tiles for training")
@@ -138,6 +140,14 @@ def validate(cfg: FederatedConfig) -> FederatedConfig:
         _check(path.exists() or path.with_suffix(".safetensors").is_file(), "model.checkpoint",
                f"{path} not found (an export from `specaware export`, or a DeepSpeed folder)")
     return cfg
+
+
+def _check_sensor(name: str, key: str) -> None:
+    from specaware.sensors import UnknownSensorError, get_sensor
+    try:
+        get_sensor(name)
+    except UnknownSensorError as e:
+        raise ConfigError(f"config key '{key}': {e.args[0] if e.args else e}") from None
 
 
 def _check(ok, key: str, message: str) -> None:

@@ -81,6 +81,8 @@ def test_config_errors_name_the_key():
         validate(build(FederatedConfig, [], ["strategies=[fedprox]"]))
     with pytest.raises(ConfigError, match="clients"):
         validate(FederatedConfig(clients=[ClientSpec("enmap")]))
+    with pytest.raises(ConfigError, match="clients\\[1\\].sensor.*Did you mean 'enmap'"):
+        validate(build(FederatedConfig, [], ["clients=[{sensor: landsat-8}, {sensor: enmapp}]"]))
     with pytest.raises(ConfigError, match="clients\\[0\\].bands"):
         validate(build(FederatedConfig, [], ["clients=[{sensor: enmap, bands: [1]}, "
                                              "{sensor: landsat-8}]"]))
