@@ -64,12 +64,21 @@ def run(cfg: FederatedConfig) -> dict:
         simulate(config_path, len(cfg.clients))
     else:
         deploy(cfg, config_path)
-    rows_path = out / "rounds.jsonl"
-    if not rows_path.is_file():
-        raise RuntimeError(f"{rows_path} was not written: the Flower run failed (see the log "
-                           "above, or flwr_run.log / superlink.log / supernode-*.log in the "
-                           "output folder for the deployment engine)")
+    check_complete(cfg, out / "rounds.jsonl")
     return report(cfg, out)
+
+
+def check_complete(cfg: FederatedConfig, rows_path: Path) -> None:
+    """Every strategy reached its last round, else the Flower run failed part-way."""
+    done = set()
+    if rows_path.is_file():
+        done = {(r["strategy"], r["round"]) for r in read_rounds(rows_path)}
+    missing = [s for s in cfg.strategies if (s, cfg.train.rounds) not in done]
+    if missing:
+        raise RuntimeError(f"{rows_path}: strategies {missing} did not reach round "
+                           f"{cfg.train.rounds}: the Flower run failed (see the log above, or "
+                           "flwr_run.log / superlink.log / supernode-*.log in the output "
+                           "folder for the deployment engine)")
 
 
 def deploy(cfg: FederatedConfig, config_path: Path) -> None:

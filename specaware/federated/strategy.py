@@ -70,6 +70,17 @@ class SpecawareFedAvg(FedAvg):
                                  "keys": sorted(k for rec in arrays.values() for k in rec)})
         return total
 
+    def _require_all(self, round_: int, phase: str, replies: list[Message]) -> None:
+        """Every site takes part in every round: a ClientApp error stops the run, naming the
+        node and Flower's reason, instead of averaging over the sites that answered."""
+        failed = [m for m in replies if m.has_error()]
+        if failed or len(replies) < self.min_train_nodes:
+            reasons = "; ".join(f"node {m.metadata.src_node_id}: {m.error.reason}"
+                                for m in failed) or "no reply before the timeout"
+            raise RuntimeError(f"{self.strategy}, round {round_}, {phase}: "
+                               f"{len(replies) - len(failed)} of {self.min_train_nodes} clients "
+                               f"answered ({reasons})")
+
     def configure_train(self, server_round, arrays, config, grid):
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._current = {"round": server_round, "strategy": self.strategy,
@@ -79,6 +90,7 @@ class SpecawareFedAvg(FedAvg):
     def aggregate_train(self, server_round, replies):
         replies = list(replies)
         self._current["bytes_up"] = self._count(server_round, "train_up", replies)
+        self._require_all(server_round, "train", replies)
         valid, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid:
             return None, None
@@ -99,6 +111,7 @@ class SpecawareFedAvg(FedAvg):
     def aggregate_evaluate(self, server_round, replies):
         replies = list(replies)
         self._current["bytes_eval_up"] = self._count(server_round, "eval_up", replies)
+        self._require_all(server_round, "evaluate", replies)
         valid, _ = self._check_and_log_replies(replies, is_train=False)
         clients = {}
         for m in valid:

@@ -33,3 +33,21 @@ def test_wandb_gets_each_strategys_curves(tmp_path):
     last = [m for m in logged if "prompt_dual/accuracy" in m][-1]
     assert last["prompt_dual/cumulative_bytes"] == 6000 and last["prompt_dual/client0"] == 0.7
     assert any((tmp_path / "wandb").rglob("*.wandb"))            # an offline run was written
+
+
+def test_cli_reports_config_errors_in_one_line(capsys):
+    from specaware.cli import main
+    assert main(["federated", "--quick", "train.rounds=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["config error: config key 'train.rounds': must be >= 1"]
+
+
+def test_incomplete_runs_are_refused(tmp_path):
+    from specaware.federated.run import check_complete
+    import pytest
+    path = tmp_path / "rounds.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _rows()))
+    cfg = FederatedConfig(strategies=["local", "prompt_dual", "prompt_shared"])
+    cfg.train.rounds = 2
+    with pytest.raises(RuntimeError, match=r"\['prompt_shared'\] did not reach round 2"):
+        check_complete(cfg, path)

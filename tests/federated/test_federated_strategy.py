@@ -84,3 +84,13 @@ def test_bytes_grow_with_the_payload(task_identity):
     small = message_bytes(_reply(1, np.zeros((1, 8), np.float32), 1))
     large = message_bytes(_reply(1, np.zeros((101, 8), np.float32), 1))
     assert large - small == pytest.approx(100 * 8 * 4, abs=16)
+
+
+def test_a_failing_client_stops_the_run_naming_node_and_reason(task_identity):
+    from flwr.app import Error
+    ok = _reply(1, np.zeros((1, 2), np.float32), 1)
+    bad = Message(Error(code=0, reason="client-1.npz not found"), reply_to=_request(2))
+    strategy = SpecawareFedAvg(2, "prompt_shared")
+    strategy._current = {}
+    with pytest.raises(RuntimeError, match="round 3, train: 1 of 2 clients.*client-1.npz"):
+        strategy.aggregate_train(3, [ok, bad])
