@@ -227,3 +227,10 @@ def config_yaml(tree: dict, comment: dict | None = None) -> str:
 def save_yaml(cfg: Any, path: str | Path) -> None:
     with open(path, "w") as f:
         yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+
+
+def split_items(items: list[str]) -> tuple[list[str], list[str]]:
+    """(yaml files, overrides): anything with '=' is an override, the rest are files."""
+    files = [i for i in items if "=" not in i]
+    overrides = [i for i in items if "=" in i]
+    return files, overrides

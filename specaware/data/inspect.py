@@ -1,6 +1,6 @@
-"""`specaware inspect DIR`: summarise a shard set.
+"""Summary of a shard set (the library half of `specaware inspect`, specaware/cli/inspect.py).
 
-Prints counts per sensor and band count, shard sizes (checked against the tar contents),
+Counts per sensor and band count, shard sizes (checked against the tar contents),
 the tiling report, descriptor strata, and, from a decoded sample of tiles, the invalid
 fraction and value range, plus a few sample keys. Problems (exit code 1) are what training
 would skip or choke on: unreadable or short shards, samples that do not decode, bad band
@@ -10,9 +10,7 @@ malformed header: that is a problem line naming the sample.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -23,24 +21,6 @@ import numpy as np
 from specaware.data.codec import SampleDecodeError, decode_sample
 
 STRATA_KEYS = ("landcover", "climate_zone")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", help="shard folder (with manifest.json)")
-    parser.add_argument("--samples", type=int, default=64,
-                        help="tiles to decode for invalid fraction / value range (64; 0 = all)")
-    parser.add_argument("--keys", type=int, default=5, help="sample keys to list (5)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    group = parser.add_argument_group("curation preview (see specaware/data/curate.py)")
-    group.add_argument("--balance", default="",
-                       help="comma-separated descriptors to balance over, e.g. "
-                            "landcover,climate_zone,sensor ('name:N' bins a numeric one)")
-    group.add_argument("--min-entropy", type=float, default=None,
-                       help="remove tiles below this entropy (bits)")
-    group.add_argument("--drop-quantile", type=float, default=None,
-                       help="remove this fraction of tiles with the lowest entropy")
-    group.add_argument("--max-oversample", type=float, default=10.0,
-                       help="cap on how much more often a small stratum is drawn (10)")
 
 
 def _tar_members(path: Path, keep: int | None
@@ -155,33 +135,8 @@ def _descriptors(row: dict[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _print_summary(s: dict[str, Any]) -> None:
-    print(f"{s['dir']}: {s['total']} tiles in {len(s['shards'])} shards "
-          f"(tile {s['tile']}, {s['dtype']})")
-    for name, entry in sorted(s["sensors"].items()):
-        print(f"  {name:<16}{entry['count']:>8} tiles  bands {entry['bands']}")
-    if s["report"]:
-        r = s["report"]
-        print(f"tiling: kept {r.get('tiles_kept')} of {r.get('tiles_seen')}, dropped "
-              f"{r.get('dropped_invalid')} above the invalid limit")
-    if s["bounds"]:
-        print("bounds (lon/lat): " + ", ".join(f"{v:.5f}" for v in s["bounds"]))
-    for key, counts in s["strata"].items():
-        print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    d = s["decoded"]
-    if d["decoded"]:
-        lo, hi = d["value_range"] or (float("nan"), float("nan"))
-        skipped = f" ({len(d['broken'])} more would be skipped in training)" if d["broken"] else ""
-        print(f"decoded {d['decoded']} tiles{skipped}: invalid fraction "
-              f"{d['invalid_fraction_mean']:.3f} "
-              f"of signal bands, {d['flagged_band_fraction_mean']:.1%} of bands flagged "
-              f"(absorption), values {lo:.4g}..{hi:.4g}")
-    elif d["broken"]:
-        print(f"none of the {len(d['broken'])} tiles read decodes (see the problems)")
-    print("sample keys: " + ", ".join(s["keys"]))
-
-
-def _problems(s: dict[str, Any]) -> list[str]:
+def problems(s: dict[str, Any]) -> list[str]:
+    """One line per unreadable shard, count mismatch or sample training would skip or choke on."""
     out = list(s["shard_errors"])
     out += [f"{n}: manifest count differs from the tar contents"
             for n in s["mismatched_shards"]]
@@ -189,41 +144,15 @@ def _problems(s: dict[str, Any]) -> list[str]:
     return out
 
 
-def _curation(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Curation report for the --balance/--min-entropy/--drop-quantile options, or None."""
-    balance = [b.strip() for b in (getattr(args, "balance", "") or "").split(",") if b.strip()]
-    min_entropy = getattr(args, "min_entropy", None)
-    drop_quantile = getattr(args, "drop_quantile", None)
+def curation_report(shard_dir, balance: list[str], min_entropy: float | None,
+                    drop_quantile: float | None, max_oversample: float = 10.0
+                    ) -> dict[str, Any] | None:
+    """What `data/curate.py` would do to the tiles of `shard_dir`, or None when nothing is
+    asked (no balance descriptors, no entropy limit, no drop quantile)."""
     if not balance and min_entropy is None and not drop_quantile:
         return None
     from specaware.data.curate import curate
     from specaware.data.shard import read_manifest
 
-    return curate(read_manifest(args.dir)["tiles"], balance, min_entropy, drop_quantile,
-                  getattr(args, "max_oversample", 10.0)).report
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        summary = summarise(args.dir, samples=args.samples, keys=args.keys)
-        curation = _curation(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"specaware inspect: {err}", file=sys.stderr)
-        return 2
-    except (KeyError, TypeError, AttributeError) as err:  # a manifest.json of the wrong shape
-        print(f"specaware inspect: {Path(args.dir) / 'manifest.json'} is malformed "
-              f"({type(err).__name__}: {err}); re-create the shard set with `specaware shard`",
-              file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(summary if curation is None else {**summary, "curation": curation},
-                         indent=1))
-    else:
-        _print_summary(summary)
-        if curation is not None:
-            from specaware.data.curate import format_report
-            print("\n".join(format_report(curation)))
-    problems = _problems(summary)
-    for line in problems:
-        print(f"problem: {line}", file=sys.stderr)
-    return 1 if problems else 0
+    return curate(read_manifest(shard_dir)["tiles"], balance, min_entropy, drop_quantile,
+                  max_oversample).report

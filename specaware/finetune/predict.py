@@ -1,4 +1,4 @@
-"""`specaware predict CKPT SCENE --out MAP.tif`: full-scene sliding-window inference.
+"""Full-scene sliding-window inference (`specaware predict`, specaware/cli/predict.py).
 
 Windows of `tile` pixels overlap by `--overlap`; class probabilities are blended with a tent
 weight (high in a window's centre, low at its edges, where context is missing), then the
@@ -15,7 +15,6 @@ Letters: K classes, t tile, H W scene size.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,37 +26,13 @@ import torch
 
 from specaware.data.remote import open_raster
 from specaware.data.cog import CogWriter
-from specaware.finetune.checkpoint import load_finetuned
 from specaware.finetune.datasets.collate import collate, to_device
 from specaware.finetune.datasets.geotiff import RasterInfo
 from specaware.finetune.datasets.protocol import tile_windows
 from specaware.finetune.range_check import range_warning
-from specaware.finetune.lora import merge
 from specaware.finetune.precision import autocast
 
 log = logging.getLogger(__name__)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="fine-tuned best.safetensors (with best.json beside)")
-    parser.add_argument("scene", help="GeoTIFF / any GDAL raster to predict (t1 for change)")
-    parser.add_argument("--out", required=True, help="output class map GeoTIFF")
-    parser.add_argument("--scene2", help="second date for change checkpoints")
-    parser.add_argument("--tile", type=int, default=0, help="window size (default: training tile)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--sensor", default="", help="sensor when the file has no wavelengths")
-    parser.add_argument("--wavelength", default="", help="wavelength file when the file has none")
-    parser.add_argument("--sensor2", default="")
-    parser.add_argument("--wavelength2", default="")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-preview", action="store_true", help="skip the PNG preview")
-    parser.add_argument("--probabilities", metavar="PROBS.tif", help="also write class "
-                        "probabilities: a COG with one float16 band per class")
-    parser.add_argument("--ignore-index", type=int, default=255, help="class-map value where the "
-                        "scene has no valid band (default 255; -1 writes an int16 map)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="bf16: autocast on GPU (probabilities and argmax in fp32)")
 
 
 def blend_weights(t: int) -> np.ndarray:
@@ -236,53 +211,43 @@ class _Strip:
         self.start += n
 
 
-def _preview_title(args, task: str) -> str:
-    scenes = Path(args.scene).name + (f" vs {Path(args.scene2).name}" if args.scene2 else "")
-    return f"{scenes}: {task}"
-
-
-def main(args) -> int:
-    from specaware.finetune.plots import save_map_png
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("rasterio").setLevel(logging.WARNING)  # GDAL's echo of our own errors
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
-    model, meta = load_finetuned(args.checkpoint, map_location=str(device))
-    merge(model)          # LoRA adapters folded into the weights: no extra matmul per window
-    model.to(device).eval()
+def open_scenes(meta: dict, scene: str, scene2: str | None = None, sensor: str = "",
+                wavelength: str = "", sensor2: str = "", wavelength2: str = ""
+                ) -> list[RasterInfo]:
+    """RasterInfo of the scene (and of the second date for change checkpoints), normalised as
+    the checkpoint's training data was. Raises ValueError when a change checkpoint lacks the
+    second date or the two dates differ in size."""
     data = meta.get("data", {})
-    infos = [RasterInfo.open(args.scene, args.sensor, args.wavelength,
+    infos = [RasterInfo.open(scene, sensor, wavelength,
                              normalization=data.get("normalization") or {"normalize": "none"})]
-    if meta["task"] == "change":
-        if not args.scene2:
-            raise SystemExit("error: a change checkpoint needs --scene2 (the second date)")
-        infos.append(RasterInfo.open(args.scene2, args.sensor2 or args.sensor,
-                                     args.wavelength2 or args.wavelength,
-                                     normalization=data.get("normalization_t2") or
-                                     data.get("normalization") or {"normalize": "none"}))
-        if infos[1].shape != infos[0].shape:
-            raise SystemExit(f"error: {args.scene} {infos[0].shape} and {args.scene2} "
-                             f"{infos[1].shape} "
-                             "differ in size: resample both dates onto one grid first")
-    tile = args.tile or int(data.get("tile", 64))
-    warnings = [w for w in (range_warning(i.path, i.normalization) for i in infos) if w]
-    for w in warnings:
-        log.warning("%s", w)
-    probabilities = Path(args.probabilities) if args.probabilities else None
-    # the map carries the warning wherever it is copied (tags written before the COG copy)
-    out = predict_scene(model, meta, infos, Path(args.out), tile, args.overlap,
-                        args.batch_size, device, probabilities, args.ignore_index,
-                        args.precision, {"SPECAWARE_WARNING": " | ".join(warnings)}
-                        if warnings else None)
-    if not args.no_preview:
-        with rasterio.open(out) as ds:
-            step = max(1, max(ds.height, ds.width) // 2048)
-            # decimated read: served from the COG's overviews, never the whole band
-            labels = ds.read(1, out_shape=(max(1, ds.height // step), max(1, ds.width // step)),
-                             resampling=Resampling.nearest).astype(np.int64)
-            labels[labels == ds.nodata] = -1
-        save_map_png(labels, out.with_suffix(".png"), meta["num_classes"],
-                     class_names=meta.get("class_names"),
-                     title=_preview_title(args, meta["task"]))
-    print(f"wrote {out}" + ("" if args.no_preview else f" and {out.with_suffix('.png')}"))
-    return 0
+    if meta["task"] != "change":
+        return infos
+    if not scene2:
+        raise ValueError("a change checkpoint needs --scene2 (the second date)")
+    infos.append(RasterInfo.open(scene2, sensor2 or sensor, wavelength2 or wavelength,
+                                 normalization=data.get("normalization_t2") or
+                                 data.get("normalization") or {"normalize": "none"}))
+    if infos[1].shape != infos[0].shape:
+        raise ValueError(f"{scene} {infos[0].shape} and {scene2} {infos[1].shape} differ in "
+                         "size: resample both dates onto one grid first")
+    return infos
+
+
+def range_warnings(infos: list[RasterInfo]) -> list[str]:
+    """One line per scene whose values are far outside the checkpoint's range (range_check)."""
+    return [w for w in (range_warning(i.path, i.normalization) for i in infos) if w]
+
+
+def save_preview(out: Path, meta: dict, title: str) -> Path:
+    """PNG of the class map `out` (at most ~2048 px a side) beside it; returns its path."""
+    from specaware.finetune.plots import save_map_png
+    with rasterio.open(out) as ds:
+        step = max(1, max(ds.height, ds.width) // 2048)
+        # decimated read: served from the COG's overviews, never the whole band
+        labels = ds.read(1, out_shape=(max(1, ds.height // step), max(1, ds.width // step)),
+                         resampling=Resampling.nearest).astype(np.int64)
+        labels[labels == ds.nodata] = -1
+    png = out.with_suffix(".png")
+    save_map_png(labels, png, meta["num_classes"], class_names=meta.get("class_names"),
+                 title=title)
+    return png

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from specaware.training import cli
+from specaware.cli import pretrain as cli
 
 if __name__ == "__main__":
     from specaware.runtime import tune_cpu_malloc

@@ -1,4 +1,4 @@
-"""`specaware export CKPT_DIR OUT.safetensors`: consolidated fp32 weights + JSON config.
+"""Consolidated fp32 weights + JSON config from a checkpoint (`specaware export`).
 
 Works for checkpoints of every ZeRO stage: stages 1-3 (and bf16) are consolidated from the
 fp32 master copies in the partitioned optimizer states (DeepSpeed's zero_to_fp32); stage 0
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import torch
@@ -26,22 +25,9 @@ from specaware.training import checkpoint, expert_parallel, pickle_guard
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_arguments", "main", "consolidate", "export", "FORMAT"]
+__all__ = ["consolidate", "export", "FORMAT"]
 
 FORMAT = "specaware-export/1"
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("checkpoint", help="a step_* checkpoint folder, or a run folder "
-                                           "(its newest complete checkpoint is used)")
-    parser.add_argument("out", help="output .safetensors path (OUT.json is written beside it)")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip loading the weights into a freshly built model")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="unpickle the DeepSpeed files without the allow-list check (only "
-                             "for a checkpoint whose origin you trust: a pickle can run code)")
-    from specaware.inference_export import add_format_arguments
-    add_format_arguments(parser)    # --format hub|onnx|torch-export and the band set
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -176,23 +162,3 @@ def export(ckpt: str | Path, out: str | Path, verify: bool = True,
     meta_path.write_text(json.dumps(meta, indent=1))
     log.info("exported %s (step %d, %d tensors) -> %s", path, meta["step"], len(state), out)
     return out, meta_path
-
-
-def main(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from specaware.inference_export import run_format
-    try:
-        done = run_format(args)     # None: the default safetensors export below
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if done is not None:
-        return done
-    try:
-        out, meta = export(args.checkpoint, args.out, verify=not args.no_verify,
-                           trust_pickle=args.trust_pickle)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {out} and {meta}")
-    return 0

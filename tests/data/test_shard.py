@@ -78,7 +78,7 @@ def test_manifest_lists_shards_counts_sensors_bounds_and_descriptors(tmp_path):
                       style=None, tags={"SPECAWARE_REGION": "sierra", "SPECAWARE_YEAR": "2021"})
     table = tmp_path / "desc.json"
     table.write_text(json.dumps({"*": {"campaign": "test"}, "flight_a": {"region": "mojave"}}))
-    from specaware.data.shard_cli import _load_descriptors
+    from specaware.cli.shard import _load_descriptors
     manifest = shard_scenes([a, b], tmp_path / "out", options=TilingOptions(tile=16),
                             shard_size=4, progress=False, sensor="sentinel-2a",
                             descriptors=_load_descriptors(table))

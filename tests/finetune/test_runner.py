@@ -13,7 +13,9 @@ import pytest
 import rasterio
 from fixtures import change_pair, write_export, write_geotiff, write_mask, write_segmentation_pair
 
-from specaware.finetune import cli, predict
+from specaware.cli import finetune as cli
+from specaware.cli import predict as predict_cli
+from specaware.finetune import predict
 from specaware.finetune.checkpoint import load_finetuned
 from specaware.finetune.metrics import classification_metrics
 
@@ -84,7 +86,7 @@ def test_confusion_matrix_csv_matches_the_reported_metrics(segmentation_run):
 def test_predict_keeps_crs_and_transform_and_writes_a_preview(segmentation_run, tmp_path):
     ckpt = segmentation_run["out"] / "pretrained" / "seed0" / "best.safetensors"
     out = tmp_path / "map.tif"
-    printed = _run(predict, [ckpt, segmentation_run["image"], "--out", out, "--tile", "16",
+    printed = _run(predict_cli, [ckpt, segmentation_run["image"], "--out", out, "--tile", "16",
                              "--overlap", "0.5"])
     assert str(out) in printed
     with rasterio.open(segmentation_run["image"]) as src, rasterio.open(out) as dst:
@@ -121,7 +123,7 @@ def test_change_runs_with_dates_from_different_sensors(change_run, tmp_path):
     meta = json.loads(ckpt.with_suffix(".json").read_text())
     assert meta["class_names"] == ["no change", "change"]   # 0 kept as "no change"
     out = tmp_path / "change.tif"
-    _run(predict, [ckpt, change_run["t1"], "--scene2", change_run["t2"], "--out", out,
+    _run(predict_cli, [ckpt, change_run["t1"], "--scene2", change_run["t2"], "--out", out,
                    "--no-preview"])
     with rasterio.open(out) as dst, rasterio.open(change_run["t1"]) as src:
         assert dst.transform == src.transform and dst.read(1).max() <= 1
@@ -136,7 +138,7 @@ def test_pixel_classifier_predicts_every_pixel(tmp_path, export):
                "protocol.per_class=8", "protocol.patch=16", "optim.epochs=1",
                "optim.batch_size=8", "protocol.seeds=[0]"])
     ckpt = out / "pretrained" / "seed0" / "best.safetensors"
-    _run(predict, [ckpt, image, "--out", tmp_path / "pixels.tif", "--tile", "12"])
+    _run(predict_cli, [ckpt, image, "--out", tmp_path / "pixels.tif", "--tile", "12"])
     with rasterio.open(tmp_path / "pixels.tif") as dst:
         labels = dst.read(1)
     assert labels.shape == (24, 24) and labels.max() < 3 and (labels != dst.nodata).all()
@@ -148,7 +150,7 @@ def test_predict_writes_nodata_where_the_scene_has_no_valid_band(segmentation_ru
     data[:, 5:20, 10:30] = np.nan
     holed = write_geotiff(tmp_path / "holed.tif", data, np.array(wl))
     ckpt = segmentation_run["out"] / "pretrained" / "seed0" / "best.safetensors"
-    _run(predict, [ckpt, holed, "--out", tmp_path / "holed_map.tif", "--tile", "16",
+    _run(predict_cli, [ckpt, holed, "--out", tmp_path / "holed_map.tif", "--tile", "16",
                    "--no-preview"])
     with rasterio.open(tmp_path / "holed_map.tif") as dst:
         labels, nodata = dst.read(1), dst.nodata

@@ -7,8 +7,8 @@ import argparse
 import pytest
 import yaml
 
-from specaware.config import ConfigError
-from specaware.training import cli
+from specaware.cli import pretrain as cli
+from specaware.config import ConfigError, split_items
 from specaware.training.config import load_config
 from specaware.training.ds_config import make_ds_config
 from specaware.training.trainer import PRESET_DIR
@@ -117,7 +117,7 @@ def test_deepspeed_launcher_local_rank_argument_is_accepted():
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     args = parser.parse_args(["--local_rank=1", DEBUG_YAML, "train.steps=2"])
-    assert args.local_rank == 1 and cli.split_items(args.items) == ([DEBUG_YAML], ["train.steps=2"])
+    assert args.local_rank == 1 and split_items(args.items) == ([DEBUG_YAML], ["train.steps=2"])
 
 
 def test_missing_shards_fail_before_any_set_up_naming_the_key(capsys, tmp_path):

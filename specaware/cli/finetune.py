@@ -17,9 +17,8 @@ import logging
 import os
 import sys
 
-from specaware.config import ConfigError, build, config_yaml, to_dict
+from specaware.config import ConfigError, build, config_yaml, split_items, to_dict
 from specaware.finetune.config import FinetuneConfig, expand_file_lists
-from specaware.training.cli import split_items
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,9 @@
-"""The `specaware` command. Thin: each subcommand lives in its module and is imported only when
-used, so `specaware sensors` does not pay for importing torch and deepspeed.
+"""The `specaware` command. Thin: each subcommand is `specaware.cli.<command>`, imported only
+when used, so `specaware sensors` does not pay for importing torch and deepspeed.
 
-Every subcommand module exposes `add_arguments(parser)` and `main(args) -> int`.
+`specaware/cli/` owns the command line: every module here is named after its command and
+exposes `add_arguments(parser)` and `main(args) -> int`; it parses, calls the library and prints.
+Library modules never parse arguments (docs/DESIGN.md, "Folders").
 """
 from __future__ import annotations
 
@@ -14,20 +16,20 @@ import sys
 
 from specaware import __version__
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "sensors": ("specaware.sensors.cli", "list sensors, or print one sensor's band table"),
-    "shard": ("specaware.data.shard_cli", "tile scenes into webdataset shards + manifest"),
-    "inspect": ("specaware.data.inspect", "summarise a shard set"),
-    "synth": ("specaware.synth.cli", "generate synthetic scenes from real measured spectra"),
-    "pretrain": ("specaware.training.cli", "pretrain the masked autoencoder with DeepSpeed"),
-    "export": ("specaware.training.export", "consolidate a checkpoint into .safetensors + JSON"),
-    "finetune": ("specaware.finetune.cli", "fine-tune a downstream head on a pretrained encoder"),
-    "predict": ("specaware.finetune.predict", "sliding-window prediction of a full scene to GeoTIFF"),
-    "models": ("specaware.models_cli", "list model variants with parameters and FLOPs per tile"),
-    "bench": ("specaware.bench_cli", "run the benchmarks in bench/ and print their ratios"),
-    "demo": ("specaware.demo", "the end-to-end demo on the embedded default dataset"),
-    "federated": ("specaware.federated.cli", "federated fine-tuning on Flower (prompts, baselines)"),
-    "audit": ("specaware.audit.cli", "membership-inference audit of a fine-tuned classifier"),
+COMMANDS: dict[str, str] = {
+    "sensors": "list sensors, or print one sensor's band table",
+    "shard": "tile scenes into webdataset shards + manifest",
+    "inspect": "summarise a shard set",
+    "synth": "generate synthetic scenes from real measured spectra",
+    "pretrain": "pretrain the masked autoencoder with DeepSpeed",
+    "export": "consolidate a checkpoint into .safetensors + JSON",
+    "finetune": "fine-tune a downstream head on a pretrained encoder",
+    "predict": "sliding-window prediction of a full scene to GeoTIFF",
+    "models": "list model variants with parameters and FLOPs per tile",
+    "bench": "run the benchmarks in bench/ and print their ratios",
+    "demo": "the end-to-end demo on the embedded default dataset",
+    "federated": "federated fine-tuning on Flower (prompts, baselines)",
+    "audit": "membership-inference audit of a fine-tuned classifier",
 }
 
 # commands that run model steps; see specaware.runtime (SPECAWARE_MALLOC=system opts out)
@@ -36,7 +38,7 @@ TRAINING_COMMANDS = {"pretrain", "finetune", "predict", "demo", "federated", "au
 
 def _top_parser() -> argparse.ArgumentParser:
     width = max(len(k) for k in COMMANDS) + 2
-    lines = "\n".join(f"  {name:<{width}}{help_}" for name, (_, help_) in COMMANDS.items())
+    lines = "\n".join(f"  {name:<{width}}{help_}" for name, help_ in COMMANDS.items())
     top = argparse.ArgumentParser(
         prog="specaware",
         usage="specaware [--version] [-h] [--debug] COMMAND [ARGS ...]",
@@ -50,6 +52,14 @@ def _top_parser() -> argparse.ArgumentParser:
                      help="show the full traceback of an error (anywhere on the line; "
                           "or SPECAWARE_DEBUG=1)")
     return top
+
+
+def command_parser(name: str, module=None) -> argparse.ArgumentParser:
+    """The argument parser of `specaware NAME` (docs/INTERFACES.md's CLI table is made from it)."""
+    module = module or importlib.import_module(f"specaware.cli.{name}")
+    parser = argparse.ArgumentParser(prog=f"specaware {name}", description=COMMANDS[name])
+    module.add_arguments(parser)
+    return parser
 
 
 def _run(argv: list[str]) -> int:
@@ -69,9 +79,8 @@ def _run(argv: list[str]) -> int:
     if name in TRAINING_COMMANDS:
         from specaware.runtime import tune_cpu_malloc
         tune_cpu_malloc()   # CPU steps halve: large tensors stop paying page faults every step
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"specaware {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
+    module = importlib.import_module(f"specaware.cli.{name}")
+    parser = command_parser(name, module)
     args = parser.parse_intermixed_args(rest)   # files and key=value may sit either side of flags
     try:
         return int(module.main(args) or 0)

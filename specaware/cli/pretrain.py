@@ -14,9 +14,9 @@ import logging
 import os
 import sys
 
-from specaware.config import ConfigError, config_yaml
+from specaware.config import ConfigError, config_yaml, split_items
 
-__all__ = ["add_arguments", "main", "split_items"]
+__all__ = ["add_arguments", "main"]
 
 
 def add_arguments(parser) -> None:
@@ -34,13 +34,6 @@ def add_arguments(parser) -> None:
     # the deepspeed launcher passes this; LOCAL_RANK in the environment wins when present
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
                         help=argparse.SUPPRESS)
-
-
-def split_items(items: list[str]) -> tuple[list[str], list[str]]:
-    """(yaml files, overrides): anything with '=' is an override, the rest are files."""
-    files = [i for i in items if "=" not in i]
-    overrides = [i for i in items if "=" in i]
-    return files, overrides
 
 
 def _logging() -> None:
