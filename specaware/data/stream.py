@@ -29,8 +29,9 @@ with shard and key (`loader.stats`). Past `max_skip_rate` (checked once `min_ski
 seen, and at the end of an eval pass) the run stops with a SkipRateError naming the shards.
 Without pixel views, samples stay lazy (`LazyCube`, read-only views of the memory-mapped shard)
 and are decoded straight into the shared-memory batch: the pixels are copied exactly once.
-Each worker recycles the shared memory of batches the consumer has dropped (collate.BatchMemory,
-released by the collate.ReleaseTracker that every batch passes here in the consumer process).
+Each worker recycles the shared memory of batches the consumer has dropped
+(batch_memory.BatchMemory, released by the batch_memory.ReleaseTracker that every batch passes
+here in the consumer process).
 Reading shards, lazy pixels and skip accounting live in shard_reader.py.
 """
 from __future__ import annotations
@@ -46,7 +47,8 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from specaware.data.collate import BatchMemory, ReleaseTracker, bucketed, collate, release_flags
+from specaware.data.batch_memory import BatchMemory, ReleaseTracker, release_flags
+from specaware.data.collate import bucketed, collate
 from specaware.data.shard_reader import (  # noqa: F401 - re-exported: the loader API
     LazyCube, SkipRateError, SkipStats, decode_eager, decode_lazy, missing_shards, read_shard,
     resolve_shard_set, resolve_source)
@@ -257,8 +259,9 @@ class ShardLoader:
     """Iterable of batches over a shard set; `stats` (SkipStats) sums the skips of all workers.
 
     Each `iter()` is one epoch (eval: one exact pass; train: infinite, or `epoch_samples`).
-    `state_dict()` / `load_state_dict()` carry the epoch counter through checkpoints, so a
-    resumed run continues with fresh random streams instead of replaying the first epoch.
+    A loader holds no state worth checkpointing: the trainer starts a new one, seeded from
+    (train.seed, step), at step 0 and after every checkpoint, so a resumed run draws the
+    stream the uninterrupted run drew (training/trainer.py, "Data-stream position").
     """
 
     def __init__(self, spec: StreamSpec, num_workers: int, prefetch_factor: int = 2):
@@ -276,12 +279,6 @@ class ShardLoader:
         for part in self._current.values():
             total = total.merge(part)
         return total
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "seed": self.spec.seed}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.epoch = int(state["epoch"])
 
     def _data_loader(self) -> torch.utils.data.DataLoader:
         extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers else {}

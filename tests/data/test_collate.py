@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from specaware.data.collate import (BatchMemory, CollateError, ReleaseTracker, bucketed, collate,
-                                     release_flags)
+from specaware.data.batch_memory import BatchMemory, ReleaseTracker, release_flags
+from specaware.data.collate import CollateError, bucketed, collate
 
 
 def _sample(c, key, h=4, w=4, sensor="s", valid_2d=False, target_bands=None, label=None):
@@ -111,7 +111,7 @@ def test_pooled_storage_is_reused_only_once_every_view_is_gone():
 def test_without_torch_storage_use_count_the_pool_never_reuses(monkeypatch):
     """A torch without the private reference count: storages are never recycled (each batch
     gets fresh memory), and the batches are still right."""
-    monkeypatch.setattr("specaware.data.collate._storage_use_count", None)
+    monkeypatch.setattr("specaware.data.batch_memory._storage_use_count", None)
     memory = BatchMemory(count=4)
     first = _pooled(memory, "a")
     storage = first["image"].untyped_storage()

@@ -60,7 +60,7 @@ def test_train_epochs_have_the_requested_length_and_fresh_randomness(shards):
     loader = make_loader(out, mode="train", batch_size=2, num_workers=2, epoch_samples=8)
     first, second = _keys(loader), _keys(loader)
     assert len(first) == len(second) == 8 and first != second
-    assert loader.state_dict()["epoch"] == 2
+    assert loader.epoch == 2
 
 
 @pytest.mark.parametrize("dtype", ["float16", "int16"])
