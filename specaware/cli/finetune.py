@@ -51,8 +51,10 @@ def _flag_overrides(args) -> list[str]:
 
 
 def main(args) -> int:
+    from specaware.data.band_metadata import RasterMetadataError
     from specaware.finetune.api import CheckpointError
     from specaware.finetune.runner import result_table, run
+    from specaware.sensors import UnknownSensorError
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     files, overrides = split_items(list(args.overrides))
     try:
@@ -71,6 +73,9 @@ def main(args) -> int:
         return 2
     except CheckpointError as e:
         print(f"checkpoint error: {e}", file=sys.stderr)
+        return 2
+    except (RasterMetadataError, UnknownSensorError) as e:
+        print(f"data error: {e}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":     # torchrun: one table, from rank 0
         print(result_table(cfg.task, summary))

@@ -51,6 +51,7 @@ def main(args) -> int:
     from specaware.finetune import predict as lib
     from specaware.finetune.checkpoint import load_finetuned
     from specaware.finetune.lora import merge
+    from specaware.sensors import UnknownSensorError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("rasterio").setLevel(logging.WARNING)  # GDAL's echo of our own errors
@@ -61,7 +62,7 @@ def main(args) -> int:
     try:
         infos = lib.open_scenes(meta, args.scene, args.scene2, args.sensor, args.wavelength,
                                 args.sensor2, args.wavelength2)
-    except ValueError as err:
+    except (ValueError, UnknownSensorError) as err:   # metadata errors name the file and flag
         print(f"specaware predict: error: {err}", file=sys.stderr)
         return 2
     tile = args.tile or int(meta.get("data", {}).get("tile", 64))

@@ -89,6 +89,9 @@ def _write_pixels(sample: dict[str, Any], image_out: torch.Tensor, valid_out: to
         image.write_into(image_out, valid_out)
         return
     image_out.copy_(_as_tensor(image))
+    if "valid" not in sample:   # a sample without a mask is valid everywhere
+        valid_out.fill_(True)
+        return
     valid = _as_tensor(sample["valid"])
     valid_out.copy_(valid if valid.dim() == 3 else valid.expand_as(valid_out))
 
@@ -123,8 +126,8 @@ def collate_views(samples: list[dict[str, Any]], pad_bands: int | None = None,
         band_mask[i, :ci] = True
     batch = {} if slot is None else {"_slot": slot}
     return batch | out | {
-        "sensor": [str(s["sensor"]) for s in samples],
-        "level": [str(s["level"]) for s in samples],
+        "sensor": [str(s.get("sensor", "unknown")) for s in samples],
+        "level": [str(s.get("level", "L2")) for s in samples],
         "meta": [s.get("meta", {}) for s in samples],
     }
 
@@ -150,7 +153,14 @@ def collate(samples: list[dict[str, Any]], pad_bands: int | None = None,
     different band counts; either every sample has a target or none does.
     memory: reuse pixel storages (in a DataLoader worker, the consumer must pass each batch
     through a `ReleaseTracker`, else the pool only ever allocates).
+    Two-date samples {"t1": sample, "t2": sample, "label"} (change detection) give
+    {"t1": batch, "t2": batch, "label"}: each date is padded on its own, bands may differ.
     """
+    if "t1" in samples[0]:
+        out = {"t1": collate([s["t1"] for s in samples], pad_bands, memory),
+               "t2": collate([s["t2"] for s in samples], pad_bands, memory)}
+        label = _label(samples)
+        return out if label is None else out | {"label": label}
     batch = collate_views(samples, pad_bands, memory=memory)
     has_target = [s.get("target") is not None for s in samples]
     if any(has_target):
@@ -202,3 +212,12 @@ def bucketed(samples: Iterable[dict[str, Any]], batch_size: int, by: str = "none
             buckets[bucket_key(sample, by)] = []
     if partial:
         yield from (group for group in buckets.values() if group)
+
+
+def to_device(batch, device):
+    """Every tensor of a (nested) batch moved to `device`; strings and dicts of metadata stay."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch

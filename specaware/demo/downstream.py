@@ -109,8 +109,9 @@ def write_class_tiles(data: TaskData, out: Path, tile: int, purity: float,
 
 
 def _band_table(src) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from specaware.finetune.datasets.geotiff import band_metadata
-    wl, fw, _ = band_metadata(src, src.name)
+    from specaware.data.band_metadata import band_table, resolve_sensor
+    table = band_table(src, src.name, resolve_sensor(src, None))
+    wl, fw = table.wavelength.astype(np.float32), table.fwhm.astype(np.float32)
     names = [(d or f"band {i + 1}").split(" (")[0] for i, d in enumerate(src.descriptions)]
     return wl, fw, names
 

@@ -29,12 +29,12 @@ def ground_truth(task: str, data) -> tuple[np.ndarray, list[str], tuple]:
 
 
 def _infos(meta: dict, data, task: str):
-    from specaware.finetune.datasets.geotiff import RasterInfo
+    from specaware.data.reader import RasterReader
     norm = meta.get("data", {}).get("normalization") or {"normalize": "none"}
-    infos = [RasterInfo.open(data.held_out["t1"], normalization=norm)]
+    infos = [RasterReader.open(data.held_out["t1"], normalization=norm)]
     if task == "change":
         norm2 = meta.get("data", {}).get("normalization_t2") or norm
-        infos.append(RasterInfo.open(data.held_out["t2"], normalization=norm2))
+        infos.append(RasterReader.open(data.held_out["t2"], normalization=norm2))
     return infos
 
 
@@ -63,7 +63,7 @@ def predict_held_out(task: str, checkpoint: Path, data, work_dir: Path) -> np.nd
 
 @torch.no_grad()
 def _classify_tiles(model, meta: dict, info) -> np.ndarray:
-    from specaware.finetune.datasets.collate import collate
+    from specaware.data.collate import collate
     t = int(meta["data"].get("tile", 16))
     H, W = info.shape
     pred = np.full((H, W), -1, np.int64)

@@ -26,13 +26,17 @@ import torch
 
 from specaware.data.remote import open_raster
 from specaware.data.cog import CogWriter
-from specaware.finetune.datasets.collate import collate, to_device
-from specaware.finetune.datasets.geotiff import RasterInfo
+from specaware.data.band_metadata import BandKeys
+from specaware.data.collate import collate, to_device
+from specaware.data.reader import RasterReader
 from specaware.finetune.datasets.protocol import tile_windows
 from specaware.finetune.range_check import range_warning
 from specaware.finetune.precision import autocast
 
 log = logging.getLogger(__name__)
+# how `specaware predict` takes a sensor / wavelength file, named in metadata errors
+KEYS = BandKeys("--sensor", "--wavelength")
+KEYS_T2 = BandKeys("--sensor2", "--wavelength2")
 
 
 def blend_weights(t: int) -> np.ndarray:
@@ -52,7 +56,7 @@ class WindowPredictor:
     """Class probabilities [K, h, w] and validity [h, w] for windows of one (or two) rasters;
     each window is read once, and its validity comes from that read."""
 
-    def __init__(self, model, meta: dict, infos: list[RasterInfo], device: torch.device,
+    def __init__(self, model, meta: dict, infos: list[RasterReader], device: torch.device,
                  precision: str = "fp32"):
         self.model, self.meta, self.infos, self.device = model, meta, infos, device
         self.task, self.k, self.precision = meta["task"], meta["num_classes"], precision
@@ -141,7 +145,7 @@ def _writers(outputs: Outputs, like: str, meta: dict, tags: dict):
     return classes, probs
 
 
-def predict_scene(model, meta: dict, infos: list[RasterInfo], out: Path, tile: int,
+def predict_scene(model, meta: dict, infos: list[RasterReader], out: Path, tile: int,
                   overlap: float, batch_size: int, device: torch.device,
                   probabilities: Path | None = None, ignore_index: int = 255,
                   precision: str = "fp32", tags: dict | None = None) -> Path:
@@ -213,29 +217,29 @@ class _Strip:
 
 def open_scenes(meta: dict, scene: str, scene2: str | None = None, sensor: str = "",
                 wavelength: str = "", sensor2: str = "", wavelength2: str = ""
-                ) -> list[RasterInfo]:
-    """RasterInfo of the scene (and of the second date for change checkpoints), normalised as
+                ) -> list[RasterReader]:
+    """RasterReader of the scene (and of the second date for change checkpoints), normalised as
     the checkpoint's training data was. Raises ValueError when a change checkpoint lacks the
     second date or the two dates differ in size."""
     data = meta.get("data", {})
-    infos = [RasterInfo.open(scene, sensor, wavelength,
-                             normalization=data.get("normalization") or {"normalize": "none"})]
+    infos = [RasterReader.open(scene, sensor, wavelength, keys=KEYS,
+                               normalization=data.get("normalization") or {"normalize": "none"})]
     if meta["task"] != "change":
         return infos
     if not scene2:
         raise ValueError("a change checkpoint needs --scene2 (the second date)")
-    infos.append(RasterInfo.open(scene2, sensor2 or sensor, wavelength2 or wavelength,
-                                 normalization=data.get("normalization_t2") or
-                                 data.get("normalization") or {"normalize": "none"}))
+    infos.append(RasterReader.open(scene2, sensor2 or sensor, wavelength2 or wavelength,
+                                   keys=KEYS_T2, normalization=data.get("normalization_t2") or
+                                   data.get("normalization") or {"normalize": "none"}))
     if infos[1].shape != infos[0].shape:
         raise ValueError(f"{scene} {infos[0].shape} and {scene2} {infos[1].shape} differ in "
                          "size: resample both dates onto one grid first")
     return infos
 
 
-def range_warnings(infos: list[RasterInfo]) -> list[str]:
+def range_warnings(infos: list[RasterReader]) -> list[str]:
     """One line per scene whose values are far outside the checkpoint's range (range_check)."""
-    return [w for w in (range_warning(i.path, i.normalization) for i in infos) if w]
+    return [w for w in (range_warning(i) for i in infos) if w]
 
 
 def save_preview(out: Path, meta: dict, title: str) -> Path:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from specaware.data.remote import open_raster
-from specaware.finetune.datasets.scene import apply_normalization
+from specaware.data.normalize import apply_scene
+from specaware.data.reader import RasterReader, read_decimated
 
 FAR = 10.0
 DECIMATED = 256            # pixels per side of the read
@@ -22,16 +22,11 @@ DEFAULT_RANGE = {"none": (0.0, 1.0), "auto": (0.0, 1.0), "minmax": (0.0, 1.0),
                  "standard": (-3.0, 3.0)}
 
 
-def scene_range(path: str, normalization: dict) -> tuple[float, float] | None:
-    """[0.1, 99.9] percentiles of the scene's valid pixels after `normalization` (decimated
-    read), or None when no pixel is valid."""
-    with open_raster(path) as ds:
-        step = max(1, max(ds.height, ds.width) // DECIMATED)
-        data = ds.read(out_shape=(ds.count, max(1, ds.height // step),
-                                  max(1, ds.width // step)), masked=True)
-    image = data.filled(np.nan).astype(np.float32)
+def scene_range(reader: RasterReader) -> tuple[float, float] | None:
+    """[0.1, 99.9] percentiles of the scene's valid pixels after the reader's normalisation
+    (decimated read, data/reader.read_decimated), or None when no pixel is valid."""
     with np.errstate(all="ignore"):
-        values = apply_normalization(image, normalization)
+        values = apply_scene(read_decimated(reader.scene, DECIMATED), reader.normalization)
     values = values[np.isfinite(values)]
     if not values.size:
         return None
@@ -46,10 +41,11 @@ def expected_range(normalization: dict) -> tuple[float, float]:
     return DEFAULT_RANGE.get(normalization.get("normalize", "none"), (0.0, 1.0))
 
 
-def range_warning(path: str, normalization: dict | None) -> str | None:
-    """A one-line warning when scene `path` is far outside the checkpoint's range, else None."""
-    normalization = normalization or {"normalize": "none"}
-    got = scene_range(path, normalization)
+def range_warning(reader: RasterReader) -> str | None:
+    """A one-line warning when the reader's scene is far outside the checkpoint's range (its
+    `normalization`, as stored in the checkpoint), else None."""
+    path, normalization = reader.path, reader.normalization or {"normalize": "none"}
+    got = scene_range(reader)
     lo, hi = expected_range(normalization)
     span = max(hi - lo, 1e-12)
     if got is None:

@@ -19,11 +19,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from specaware.config import ConfigError, to_dict
+from specaware.data.collate import collate
 from specaware.data.shard_reader import require_shard_files
 from specaware.finetune import api
 from specaware.finetune.checkpoint import build_head, model_meta, save_finetuned
 from specaware.finetune.config import FinetuneConfig, expand_file_lists
-from specaware.finetune.datasets.collate import collate
 from specaware.finetune.distributed import (DistEnv, RankSampler, init_distributed,
                                             local_batch_size, shutdown)
 from specaware.finetune.heads.common import canonical_freeze

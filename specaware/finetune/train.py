@@ -30,8 +30,8 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from specaware.data.collate import to_device
 from specaware.finetune.config import OptimConfig
-from specaware.finetune.datasets.collate import to_device
 from specaware.finetune.distributed import DistEnv, all_have_batch, all_sum, unwrap, wrap
 from specaware.finetune.metrics import HEADLINE, confusion_matrix, task_metrics
 from specaware.finetune.precision import autocast, check_precision

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from specaware.finetune import api
 from specaware.finetune.api import CheckpointError, load_pretrained
-from specaware.finetune.datasets.collate import collate
+from specaware.data.collate import collate
 
 
 def _batch():

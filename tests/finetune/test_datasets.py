@@ -6,7 +6,8 @@ import pytest
 import torch
 from fixtures import write_geotiff, write_mask
 
-from specaware.finetune.datasets.geotiff import GeoTiffTiles, RasterInfo
+from specaware.data.reader import RasterReader
+from specaware.finetune.datasets.geotiff import KEYS, GeoTiffTiles
 from specaware.finetune.datasets.protocol import PixelPatches, keep_only, split_pixels
 from specaware.finetune.datasets.scene import HSIScene, LabelledScene
 from specaware.finetune.datasets.tiles import LabelledShards, TileFolder, stratified_split
@@ -65,8 +66,8 @@ def test_pixel_patch_is_centred_on_its_pixel_with_reflect_padding_at_borders():
 def test_geotiff_without_wavelengths_names_the_fix_and_a_sensor_fills_them(tmp_path):
     path = write_geotiff(tmp_path / "x.tif", np.ones((13, 8, 8), np.float32), None)
     with pytest.raises(ValueError, match="data.sensor=.*data.wavelength="):
-        RasterInfo.open(path)
-    info = RasterInfo.open(path, sensor="sentinel-2a")
+        RasterReader.open(path, keys=KEYS)
+    info = RasterReader.open(path, sensor="sentinel-2a", keys=KEYS)
     assert len(info.wavelength) == 13 and info.sensor == "sentinel-2a" and info.gsd == 30.0
 
 

@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from specaware.finetune import api
 from specaware.finetune.config import OptimConfig
-from specaware.finetune.datasets.collate import collate
+from specaware.data.collate import collate
 from specaware.finetune.datasets.protocol import PixelPatches, SceneTiles, split_pixels
 from specaware.finetune.datasets.scene import ChangeScene, HSIScene, LabelledScene
 from specaware.finetune.heads import ChangeDetector, SceneClassifier, Segmenter

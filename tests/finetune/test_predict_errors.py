@@ -95,9 +95,9 @@ def test_scene_far_outside_the_training_range_is_predicted_with_a_warning(
 
 
 def test_fit_normalization_records_the_range_the_model_saw():
-    from specaware.finetune.datasets.scene import fit_normalization
+    from specaware.data.normalize import fit_scene
     cube = np.linspace(0, 5000, 6 * 10 * 10, dtype=np.float32).reshape(6, 10, 10)
-    how = fit_normalization(cube, "auto")
+    how = fit_scene(cube, "auto")
     assert how["scale"] == 1e-4
     lo, hi = how["range"]
     assert 0 <= lo < 0.01 and 0.49 < hi <= 0.5

@@ -158,6 +158,22 @@ def test_predict_writes_nodata_where_the_scene_has_no_valid_band(segmentation_ru
     assert (labels != nodata).sum() == labels.size - 15 * 20
 
 
+def test_predict_names_its_flags_when_the_scene_has_no_wavelengths(segmentation_run, tmp_path):
+    with rasterio.open(segmentation_run["image"]) as src:
+        data = src.read()
+    bare = write_geotiff(tmp_path / "bare.tif", data, None)
+    ckpt = segmentation_run["out"] / "pretrained" / "seed0" / "best.safetensors"
+    parser = argparse.ArgumentParser()
+    predict_cli.add_arguments(parser)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = predict_cli.main(parser.parse_args([str(ckpt), str(bare), "--out",
+                                                 str(tmp_path / "x.tif")]))
+    lines = err.getvalue().strip().splitlines()
+    assert rc == 2 and len(lines) == 1
+    assert str(bare) in lines[0] and "--sensor NAME" in lines[0] and "--wavelength FILE" in lines[0]
+
+
 def test_blend_weights_peak_in_the_centre_and_never_vanish():
     w = predict.blend_weights(8)
     assert w.shape == (8, 8) and w.min() > 0 and w[3:5, 3:5].min() == w.max() == 1.0

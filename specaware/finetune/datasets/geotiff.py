@@ -1,16 +1,14 @@
 """GeoTIFF (any GDAL raster) image + mask pairs for segmentation, and (t1, t2, change mask)
-triples for change detection, read window by window with rasterio so scenes never load whole.
+triples for change detection, read window by window so scenes never load whole.
 
-Band centres come from the file first (ENVI `wavelength`/`fwhm` metadata, per-band
-`wavelength`/`CENTRAL_WAVELENGTH_UM`/`FWHM_UM` tags), else from a named sensor of the catalogue,
-else from a wavelength file given by the user; none of these -> an error saying which to add.
+Images are read by `data/reader.RasterReader`, the reader sharding uses too: the same band
+table (a wavelength file given by the user, else the file's own, else the named sensor's;
+none of these -> one error line naming data.sensor / data.wavelength), nodata and scaling.
 Masks: `zero_is_unlabelled` (0 = unlabelled, 1..K = classes) or 0..K-1 as is; `ignore_value`
 (and the mask's nodata) = unlabelled. Change masks: 0 = no change, 1..K-1 = change.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,104 +16,15 @@ import rasterio
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
+from specaware.data.band_metadata import BandKeys
+from specaware.data.reader import RasterReader
 from specaware.data.remote import open_raster
-from specaware.finetune.datasets import wavelengths as wltab
 from specaware.finetune.datasets.protocol import tile_windows
-from specaware.finetune.datasets.scene import (IGNORE, HSIScene, LabelledScene, apply_normalization,
-                                               fit_normalization)
+from specaware.finetune.datasets.scene import IGNORE, HSIScene, LabelledScene
 
-_NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
-_DECIMATED = 256  # pixels per side of the read used to fit normalisation statistics
-
-
-def _numbers(text: str) -> list[float]:
-    return [float(v) for v in _NUMBER.findall(text or "")]
-
-
-def _from_file(ds) -> tuple[np.ndarray | None, np.ndarray | None]:
-    envi = {k.lower(): v for k, v in ds.tags(ns="ENVI").items()}
-    if "wavelength" in envi:
-        wl, fw = _numbers(envi["wavelength"]), _numbers(envi.get("fwhm", ""))
-        micro = "micro" in envi.get("wavelength_units", "").lower()
-        f = 1000.0 if micro else wltab.unit_factor(wl)
-        return np.float32(wl) * f, (np.float32(fw) * f if len(fw) == len(wl) else None)
-    wl, fw = [], []
-    for i in range(1, ds.count + 1):
-        tags = {k.lower(): v for k, v in ds.tags(i).items()}
-        if "central_wavelength_um" in tags:
-            wl.append(float(tags["central_wavelength_um"]) * 1000)
-            fw.append(float(tags.get("fwhm_um", "nan")) * 1000)
-        elif "wavelength" in tags:
-            wl.append(float(_numbers(tags["wavelength"])[0]))
-            fw.append(float(_numbers(tags.get("fwhm", "nan"))[0]) if tags.get("fwhm") else np.nan)
-    if len(wl) != ds.count:
-        return None, None
-    wl_nm, fw_nm = wltab.to_nm(wl, fw)
-    return wl_nm, (None if np.isnan(fw_nm).any() else fw_nm)
-
-
-def band_metadata(ds, path, sensor: str = "", wavelength_file: str = ""):
-    """(wavelength [C] nm, fwhm [C] nm, sensor name) of an open rasterio dataset."""
-    if wavelength_file:
-        wl, fw = wltab.read_table_file(wavelength_file)
-    else:
-        wl, fw = _from_file(ds)
-    if wl is None and sensor:
-        from specaware.sensors import get_sensor
-        s = get_sensor(sensor)
-        wl, fw, sensor = s.wavelength, s.fwhm, s.name
-    if wl is None:
-        raise ValueError(f"{path}: no band wavelengths in the file (ENVI 'wavelength' or per-band "
-                         "'wavelength' tags). Fix: give the sensor (data.sensor=aviris-ng) or a "
-                         "wavelength file (data.wavelength=bands.csv, nm)")
-    if len(wl) != ds.count:
-        raise ValueError(f"{path}: {ds.count} bands but {len(wl)} wavelengths (from "
-                         f"{wavelength_file or sensor or 'file metadata'}); give one per band")
-    from specaware.data.raster import check_plausible_nm
-    check_plausible_nm(wl, f"{path}: {wavelength_file or sensor or 'file metadata'}")
-    if fw is None:
-        fw = np.full(len(wl), float(np.median(np.abs(np.diff(wl)))) if len(wl) > 1 else 10.0)
-    return np.asarray(wl, np.float32), np.asarray(fw, np.float32), sensor or "unknown"
-
-
-@dataclass
-class RasterInfo:
-    """What every window of one raster needs: path, band table, normalisation, grid."""
-    path: str
-    wavelength: np.ndarray
-    fwhm: np.ndarray
-    sensor: str
-    gsd: float
-    nodata: float | None
-    normalization: dict
-    shape: tuple[int, int]
-
-    @classmethod
-    def open(cls, path, sensor: str = "", wavelength_file: str = "", normalize: str = "auto",
-             normalization: dict | None = None) -> "RasterInfo":
-        with open_raster(path) as ds:
-            wl, fw, name = band_metadata(ds, path, sensor, wavelength_file)
-            if normalization is None:
-                scale = max(1, max(ds.height, ds.width) // _DECIMATED)
-                small = ds.read(out_shape=(ds.count, max(1, ds.height // scale),
-                                           max(1, ds.width // scale)), masked=True)
-                normalization = fit_normalization(small.filled(np.nan).astype(np.float32),
-                                                  normalize, str(path))
-            gsd = float(abs(ds.transform.a)) if ds.crs and not ds.crs.is_geographic else 1.0
-            return cls(str(path), wl, fw, name, gsd, ds.nodata, normalization,
-                       (ds.height, ds.width))
-
-    def read(self, row: int, col: int, h: int, w: int) -> dict:
-        """A sample dict for the window at (row, col) of size h x w."""
-        with open_raster(self.path) as ds:
-            data = ds.read(window=Window(col, row, w, h)).astype(np.float32)
-        valid = np.isfinite(data)
-        if self.nodata is not None:
-            valid &= data != self.nodata
-        image = np.where(valid, apply_normalization(np.nan_to_num(data), self.normalization), 0)
-        scene = HSIScene(image, self.wavelength, self.fwhm, self.gsd, self.sensor,
-                         name=Path(self.path).stem)
-        return scene.sample(image.astype(np.float32), valid, window=(row, col))
+# how `specaware finetune` takes a sensor / wavelength file, named in metadata errors
+KEYS = BandKeys("data.sensor", "data.wavelength")
+KEYS_T2 = BandKeys("data.sensor2", "data.wavelength2")
 
 
 def read_mask(path, row=0, col=0, h=None, w=None, zero_is_unlabelled=True,
@@ -145,9 +54,10 @@ class GeoTiffTiles(Dataset):
             raise ValueError(f"{len(images)} images, {len(images2 or [])} second dates and "
                              f"{len(masks)} masks: give one mask (and t2) per image")
         self.tile, self.mask_args = tile, (zero_is_unlabelled, ignore_value)
-        self.infos = [RasterInfo.open(p, sensor, wavelength, normalize) for p in images]
-        self.infos2 = [RasterInfo.open(p, sensor2 or sensor, wavelength2 or wavelength, normalize)
-                       for p in images2 or []]
+        self.infos = [RasterReader.open(p, sensor, wavelength, normalize, keys=KEYS)
+                      for p in images]
+        self.infos2 = [RasterReader.open(p, sensor2 or sensor, wavelength2 or wavelength,
+                                         normalize, keys=KEYS_T2) for p in images2 or []]
         self.masks = list(masks)
         self.items: list[tuple[int, int, int]] = []
         for i, info in enumerate(self.infos):
@@ -188,10 +98,11 @@ def read_labelled_scene(image: str, mask: str, sensor: str = "", wavelength: str
                         normalize: str = "auto", zero_is_unlabelled: bool = True,
                         ignore_value: int | None = 255, num_classes: int = 0) -> LabelledScene:
     """A whole (benchmark-sized) GeoTIFF + mask in memory, for pixel-patch classification."""
-    info = RasterInfo.open(image, sensor, wavelength, normalize)
+    info = RasterReader.open(image, sensor, wavelength, normalize, keys=KEYS)
     sample = info.read(0, 0, *info.shape)
     labels = read_mask(mask, zero_is_unlabelled=zero_is_unlabelled, ignore_value=ignore_value)
     k = num_classes or int(labels.max()) + 1
     scene = HSIScene(sample["image"], info.wavelength, info.fwhm, info.gsd, info.sensor,
-                     name=Path(image).stem, meta={"normalization": info.normalization})
+                     sample["level"], name=Path(image).stem,
+                     meta={"normalization": info.normalization})
     return LabelledScene(scene, labels, [f"class_{i + 1}" for i in range(k)])

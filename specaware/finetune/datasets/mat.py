@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from specaware.data.band_metadata import estimate_fwhm, read_wavelength_file, unit_factor
+from specaware.data.normalize import normalize_scene
 from specaware.finetune.datasets import wavelengths as wltab
 from specaware.finetune.datasets.protocol import check_disjoint
-from specaware.finetune.datasets.scene import (IGNORE, ChangeScene, HSIScene, LabelledScene,
-                                               normalize)
+from specaware.finetune.datasets.scene import IGNORE, ChangeScene, HSIScene, LabelledScene
 
 log = logging.getLogger(__name__)
 WAVELENGTH_KEYS = ("wavelength", "wavelengths", "wl", "lambda")
@@ -157,11 +158,12 @@ def _band_table(bench: Benchmark, arrays: dict, bands: int, path, wavelength, fw
         if stored:
             wavelength, fwhm = stored[0], (widths[0] if widths else None)
     if isinstance(wavelength, (str, Path)):
-        wavelength, fwhm = wltab.read_table_file(wavelength)
+        wavelength, fwhm = read_wavelength_file(wavelength, str(path))
     if wavelength is not None:
-        wl, fw = wltab.to_nm(wavelength, fwhm)
-        if fw is None:
-            fw = np.full_like(wl, float(np.median(np.diff(np.sort(wl)))) if wl.size > 1 else 10.0)
+        wl = np.asarray(wavelength, np.float64).reshape(-1)
+        factor = unit_factor(None, wl, str(path))      # micrometres below 30, as for rasters
+        wl = wl * factor
+        fw = estimate_fwhm(wl) if fwhm is None else np.asarray(fwhm, np.float64).reshape(-1) * factor
         approx = False
     else:
         wl, fw, approx = wltab.table(bench.table, bands)
@@ -180,7 +182,7 @@ def _scene(bench: Benchmark, arrays: dict, cube: np.ndarray, path, wavelength, f
         raise ValueError(f"{path}: expected an [H, W, C] cube, got shape {cube.shape}")
     image = np.ascontiguousarray(np.moveaxis(cube, -1, 0)).astype(np.float32)
     wl, fw, approx = _band_table(bench, arrays, image.shape[0], path, wavelength, fwhm)
-    image, how = normalize(image, norm, str(path))
+    image, how = normalize_scene(image, norm, str(path))
     return HSIScene(image, wl, fw, bench.gsd, bench.sensor, "L2", name, approx,
                     {"source": str(path), "normalization": how})
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from specaware.finetune.datasets.geotiff import RasterInfo
+from specaware.data.reader import RasterReader
+from specaware.finetune.datasets.geotiff import KEYS
 
 log = logging.getLogger(__name__)
 RASTER_SUFFIXES = {".tif", ".tiff", ".img", ".dat", ".nc", ".vrt"}
@@ -43,7 +44,8 @@ class TileFolder(Dataset):
         if not self.items:
             raise ValueError(f"{root}: no raster tiles ({', '.join(sorted(RASTER_SUFFIXES))}) "
                              "inside the class folders")
-        self.infos = [RasterInfo.open(p, sensor, wavelength, normalize) for p, _ in self.items]
+        self.infos = [RasterReader.open(p, sensor, wavelength, normalize, keys=KEYS)
+                      for p, _ in self.items]
         self.size = tile or max(max(i.shape) for i in self.infos)
 
     @property

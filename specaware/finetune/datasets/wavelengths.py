@@ -1,7 +1,7 @@
 """Band tables of the classic hyperspectral benchmarks (nm). The .mat files carry no wavelengths,
 so each benchmark names its sensor and, where the public description gives only a range and a
 band count, an evenly spaced grid marked approximate. A wavelength vector stored in the file or
-given by the user always wins over these tables.
+given by the user always wins over these tables (read and converted by data/band_metadata.py).
 
 - AVIRIS-Classic: 224 bands ~400-2500 nm, ~10 nm FWHM (from the sensor catalogue when present).
   Salinas "corrected" drops bands 108-112, 154-167 and 224 (1-based) of the 224 -> 204 bands.
@@ -86,31 +86,3 @@ def table(kind: str, bands: int) -> tuple[np.ndarray, np.ndarray, bool]:
     if kind == "hyperion":
         return (*grid(400.0, 2500.0, bands, fwhm=10.0), True)
     raise KeyError(f"unknown wavelength table {kind!r}")
-
-
-def unit_factor(wavelength) -> float:
-    """1000 when centres are in micrometres (all below 30), else 1 (already nm)."""
-    wl = np.asarray(wavelength, dtype=np.float64)
-    return 1000.0 if wl.size and np.nanmax(wl) < 30 else 1.0
-
-
-def to_nm(wavelength, fwhm=None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Centres (and widths, in the same unit as the centres) converted to nanometres."""
-    f = unit_factor(wavelength)
-    wl = (np.asarray(wavelength, dtype=np.float64).reshape(-1) * f).astype(np.float32)
-    if fwhm is None:
-        return wl, None
-    return wl, (np.asarray(fwhm, dtype=np.float64).reshape(-1) * f).astype(np.float32)
-
-
-def read_table_file(path) -> tuple[np.ndarray, np.ndarray | None]:
-    """A user's wavelength file: JSON {"wavelength": [...], "fwhm": [...]} or one or two
-    columns of text/CSV (centre[, fwhm]); micrometres are converted to nm."""
-    import json
-    from pathlib import Path
-    p = Path(path)
-    if p.suffix == ".json":
-        d = json.loads(p.read_text())
-        return to_nm(d["wavelength"], d.get("fwhm"))
-    rows = np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
-    return to_nm(rows[:, 0], rows[:, 1] if rows.shape[1] > 1 else None)
