@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from specaware.finetune.lora import count_parameters
 from specaware.finetune.metrics import format_mean_std, summarize
 from specaware.finetune.records import TABLE_METRICS, finished_metrics, write_outputs
 from specaware.finetune.train import FitOptions, evaluate, fit
+from specaware.optim.seed import seed_everything
 
 log = logging.getLogger(__name__)
 @dataclass
@@ -41,12 +41,6 @@ class Prepared:
     num_classes: int
     class_names: list[str]
     data_meta: dict = field(default_factory=dict)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _loaders(cfg: FinetuneConfig, seed: int, env: DistEnv, train, val, test) -> tuple:

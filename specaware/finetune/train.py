@@ -1,6 +1,7 @@
-"""The plain fine-tuning loop: AdamW (lower learning rate for encoder weights, no decay on norms
-and biases), warmup + cosine schedule, validation every epoch, early stopping on the task's
-headline metric (OA / mIoU / change kappa: unlike F1, kappa gives a constant all-change map 0),
+"""The plain fine-tuning loop: AdamW (lower learning rate for encoder weights; no decay on biases,
+norms, embedding tables and normalised router weights: specaware/optim/groups.py), the
+warmup + cosine schedule of pretraining (specaware/optim/schedule.py, floor 0), validation
+every epoch, early stopping on the task's headline metric (OA / mIoU / change kappa: unlike F1, kappa gives a constant all-change map 0),
 best weights kept and saved as safetensors. `class_weight=balanced` weights the loss by inverse
 class frequency (change maps are mostly "no change").
 
@@ -37,6 +38,8 @@ from specaware.finetune.metrics import HEADLINE, confusion_matrix, task_metrics
 from specaware.finetune.precision import autocast, check_precision
 from specaware.finetune.resume import EarlyStop, latest, load_epoch, rng_state, save_epoch
 from specaware.training.faults import fault_point
+from specaware.optim.groups import param_groups
+from specaware.optim.schedule import make_scheduler
 
 log = logging.getLogger(__name__)
 IGNORE = -1
@@ -57,30 +60,6 @@ def logits_and_labels(model: nn.Module, batch: dict,
     if task == "change":
         return model(batch["t1"], batch["t2"]), batch["label"]
     return model(batch), batch["label"]
-
-
-def _param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
-    groups: dict[tuple[bool, bool], list] = {}
-    encoder_ids = {id(p) for p in getattr(model, "encoder", nn.Module()).parameters()}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        key = (id(p) in encoder_ids, p.ndim <= 1 or name.endswith(".bias"))
-        groups.setdefault(key, []).append(p)
-    return [{"params": ps, "lr": cfg.encoder_lr if enc else cfg.lr,
-             "weight_decay": 0.0 if no_decay else cfg.weight_decay}
-            for (enc, no_decay), ps in groups.items()]
-
-
-def _schedule(optimizer, total: int, warmup_fraction: float):
-    warmup = max(1, int(total * warmup_fraction))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @torch.no_grad()
@@ -187,13 +166,17 @@ def _train_epoch(model, loader, optimizer, scheduler, cfg: OptimConfig, task: st
 
 def _optimizer(model: nn.Module, train_loader, cfg: OptimConfig):
     """AdamW over the trainable parameter groups, its schedule, and steps per epoch."""
-    params = _param_groups(model, cfg)
+    params = param_groups(model, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          encoder_lr=cfg.encoder_lr)
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
     optimizer = torch.optim.AdamW(params)
     steps = len(train_loader) if cfg.max_steps_per_epoch == 0 else min(
         len(train_loader), cfg.max_steps_per_epoch)
-    return optimizer, _schedule(optimizer, steps * cfg.epochs, cfg.warmup_fraction), steps
+    total = steps * cfg.epochs
+    scheduler = make_scheduler(optimizer, total_steps=total, peak=cfg.lr,
+                               warmup_steps=max(1, int(total * cfg.warmup_fraction)))
+    return optimizer, scheduler, steps
 
 
 def fit(model: nn.Module, train_loader, val_loader, task: str, num_classes: int,

@@ -21,7 +21,6 @@ import dataclasses
 import json
 import logging
 import math
-import random
 import time
 from pathlib import Path
 
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 
 from specaware.config import ConfigError, save_yaml, to_dict
+from specaware.optim.schedule import make_scheduler
+from specaware.optim.seed import seed_everything
 from specaware.resources import config_path
 from specaware.training import checkpoint, distributed, expert_parallel
 from specaware.training.config import PretrainConfig, require_shards, resolved, view_config
@@ -37,7 +38,6 @@ from specaware.training.ds_config import make_ds_config
 from specaware.training.faults import fault_point, nan_injected
 from specaware.training.optim import make_optimizer
 from specaware.training.progress import Progress
-from specaware.training.schedule import make_scheduler
 from specaware.training.tracking import Tracker, peak_tflops
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,6 @@ PRESET_DIR = config_path("deepspeed")
 
 class NonFiniteLossError(RuntimeError):
     """The loss stayed NaN/inf for `train.max_nonfinite` consecutive micro-batches."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def segment_seed(seed: int, start_step: int) -> int:
@@ -361,7 +355,9 @@ def _setup_engine(cfg: PretrainConfig, env, model_factory):
                  stats["expert_params"] * n, stats["params"])
     distributed.promote_scalar_params(model)
     optimizer = make_optimizer(model, cfg.optim, split=expert_parallel.split_param_groups)
-    scheduler = make_scheduler(optimizer, cfg.optim, cfg.train.steps)
+    scheduler = make_scheduler(optimizer, total_steps=cfg.train.steps,
+                               warmup_steps=cfg.optim.warmup_steps, peak=cfg.optim.lr,
+                               floor=cfg.optim.min_lr)
     ds_config = make_ds_config(cfg, env.world_size, preset_dir=PRESET_DIR)
     engine, scheduler = distributed.initialize(model, optimizer, scheduler, ds_config)
     seed_everything(cfg.train.seed + 1 + 7919 * env.rank)   # masks differ across ranks

@@ -1,4 +1,5 @@
-"""Learning-rate schedule: linear warmup to the peak, then cosine decay to a floor.
+"""Learning-rate schedule of pretraining and fine-tuning: linear warmup to the peak, then cosine
+decay to a floor (docs/DESIGN.md, "Training").
 
 The schedule is a picklable callable (not a lambda) so `LambdaLR.state_dict()` carries it and a
 resumed run continues on the same curve.
@@ -37,8 +38,10 @@ class WarmupCosine:
         return lr / self.peak
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, optim_cfg, total_steps: int):
-    """LambdaLR over every param group; each group's `lr` must be the peak lr."""
-    factor = WarmupCosine(peak=optim_cfg.lr, floor=optim_cfg.min_lr,
-                          warmup=optim_cfg.warmup_steps, total=total_steps)
+def make_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_steps: int,
+                   peak: float, floor: float = 0.0):
+    """LambdaLR over every param group: each group's own `lr` is its peak, scaled by the
+    warmup-cosine factor of (`peak`, `floor`); with floor 0 the factor is the same for any
+    peak, so groups with different learning rates (encoder vs head) share one curve."""
+    factor = WarmupCosine(peak=peak, floor=floor, warmup=warmup_steps, total=total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
