@@ -53,8 +53,8 @@ def resolve_bands(wavelengths, fwhm, gsd, sensor, strict_units) -> dict | None:
         fwhm = cat.fwhm if fwhm is None else fwhm
     wl = torch.as_tensor(np.asarray(wavelengths, np.float64).reshape(1, -1), dtype=torch.float32)
     if fwhm is None:
-        from specaware.data.raster import _estimate_fwhm
-        fw_np = _estimate_fwhm(np.asarray(wavelengths, np.float64).reshape(-1))
+        from specaware.data.band_metadata import estimate_fwhm
+        fw_np = estimate_fwhm(np.asarray(wavelengths, np.float64).reshape(-1))
         log.info("backbone: no fwhm given; estimated from the band spacing")
         fw = torch.as_tensor(fw_np.reshape(1, -1), dtype=torch.float32)
     else:

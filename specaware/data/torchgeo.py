@@ -12,7 +12,7 @@ specaware needs nm, FWHM and a GSD with every sample (docs/INTERFACES.md "A samp
 queries) and turns each sample into one: wavelengths from the arguments, else from the sample,
 else from the dataset, converted from µm by specaware.model.units (or refused with
 `strict_units=True`); FWHM, when nobody gives it, estimated from the band spacing; `mask` /
-`label` become `label` (long). Batch with `specaware.finetune.datasets.collate.collate`,
+`label` become `label` (long). Batch with `specaware.data.collate.collate`,
 which the adapter's `collate_fn` is, so fine-tuning (`specaware.finetune.train.fit`) runs on it.
 
 Letters: c bands, H W pixels.
@@ -65,10 +65,10 @@ def band_set(wavelengths, fwhm, key: str, strict_units: bool | None):
     """(wavelength [C] nm, fwhm [C] nm) float32 arrays; FWHM estimated when not given."""
     wl = _vector(wavelengths, key)
     if fwhm is None:
-        from specaware.data.raster import _estimate_fwhm
+        from specaware.data.band_metadata import estimate_fwhm
         wl, _ = to_nanometres(wl, torch.zeros_like(wl), torch.ones_like(wl, dtype=torch.bool),
                               key, strict_units)
-        fw = _vector(_estimate_fwhm(np.asarray(wl[0], np.float64)), key)  # band spacing, nm
+        fw = _vector(estimate_fwhm(np.asarray(wl[0], np.float64)), key)  # band spacing, nm
     else:
         fw = _vector(fwhm, f"{key} fwhm")
         if fw.shape != wl.shape:
@@ -130,7 +130,7 @@ class _Adapter:
 
     @staticmethod
     def collate_fn(samples: list[dict]) -> dict:
-        from specaware.finetune.datasets.collate import collate
+        from specaware.data.collate import collate
         return collate(samples)
 
 
