@@ -114,7 +114,7 @@ def test_shard_that_keeps_no_tile_exits_nonzero_and_says_why(tmp_path, capsys):
 
 
 def test_bench_output_drops_only_the_profilers_trace_lines():
-    from specaware.bench_cli import is_profiler_noise
+    from specaware.cli.bench import is_profiler_noise
     assert is_profiler_noise("USDT:2026-12-02 00:35:30 23942:23942 "
                              "SyncActivityProfilerHandler.cpp:52] profiler_start\n")
     assert is_profiler_noise("USDT:2026-12-02 00:35:33 1:1 SyncActivityProfilerHandler.cpp:59] "

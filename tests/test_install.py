@@ -64,7 +64,7 @@ def test_runtime_dependencies_leave_demo_and_catalogue_packages_to_extras():
 
 
 def test_readme_models_table_is_what_the_command_prints():
-    from specaware.models_cli import stats_table
+    from specaware.cli.models import stats_table
     from specaware.model.variants import list_models
     readme = (REPO / "README.md").read_text()
     block = readme.split("`specaware models` prints:", 1)[1].strip().split("\n\n", 1)[0]
@@ -107,7 +107,7 @@ def test_regular_install_finds_presets_and_configs_from_another_folder(installed
 
 
 def test_regular_install_ships_the_benchmarks(installed, tmp_path):
-    code = ("from specaware.bench_cli import available, BENCH_DIR; "
+    code = ("from specaware.cli.bench import available, BENCH_DIR; "
             "print(BENCH_DIR); print(' '.join(available()))")
     env = dict(os.environ, PYTHONPATH=str(installed))
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
