@@ -27,7 +27,7 @@ def test_top_level_help_has_one_line_per_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for name, (_, help_) in COMMANDS.items():
+    for name, help_ in COMMANDS.items():
         lines = [ln for ln in out.splitlines() if ln.split()[:1] == [name]]
         assert len(lines) == 1 and help_ in lines[0], name
 

@@ -122,6 +122,3 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + 13
 
-
-if __name__ == "__main__":
-    sys.exit(main())
