@@ -4,7 +4,7 @@
     model = specaware.create_model("specaware_debug")
     encoder = specaware.load_pretrained("run/export.safetensors")
 """
-__version__ = "0.1.0"
+from specaware.version import __version__
 
 __all__ = ["create_model", "list_models", "load_pretrained", "__version__"]
 

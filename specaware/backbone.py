@@ -227,11 +227,11 @@ class SpecAwareBackbone(nn.Module, PyTorchModelHubMixin, library_name="specaware
 
     # -- hub (huggingface_hub.PyTorchModelHubMixin) -----------------------------------------
     def _save_pretrained(self, save_directory) -> None:
-        from specaware import hub
+        import specaware.hub as hub
         hub.save_weights(self, save_directory)
 
     def generate_model_card(self, *args, **kwargs):
-        from specaware import hub
+        import specaware.hub as hub
         return hub.model_card(self._hub_mixin_config)
 
     @classmethod
@@ -239,7 +239,7 @@ class SpecAwareBackbone(nn.Module, PyTorchModelHubMixin, library_name="specaware
                          force_download=False, proxies=None, resume_download=None,
                          local_files_only=False, token=None, map_location="cpu", strict=True,
                          **model_kwargs):
-        from specaware import hub
+        import specaware.hub as hub
         model = cls(**model_kwargs)
         weights = hub.weights_file(model_id, revision=revision, cache_dir=cache_dir,
                                    force_download=force_download, token=token,

@@ -37,8 +37,8 @@ def create_backbone(name: str | None, pretrained=None, out_indices=None, wavelen
     if overrides:
         raise ValueError(f"create_model({name!r}, pretrained=...): the architecture comes from "
                          f"the checkpoint, so config overrides {sorted(overrides)} cannot apply")
-    import specaware
-    encoder = specaware.load_pretrained(pretrained)
+    from specaware.finetune.api import load_pretrained
+    encoder = load_pretrained(pretrained)
     source = encoder.specaware_source
     trained_as = source.get("model")
     if name is not None and trained_as and trained_as != name:

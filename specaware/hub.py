@@ -194,15 +194,14 @@ def write_hub(state: dict[str, torch.Tensor], meta: dict, folder: str | Path) ->
 def export_hub(source: str | Path, folder: str | Path, verify: bool = True,
                trust_pickle: bool = False) -> Path:
     """Hub folder from an export (OUT.safetensors + OUT.json), or from a pretraining checkpoint
-    (or run) folder, which goes through `specaware.training.export.export` first (its pickle
+    (or run) folder, which goes through `specaware.export.export` first (its pickle
     allow-list and strict verification included): the whole MaskedAutoencoder's fp32 weights."""
     import tempfile
 
     from safetensors.torch import load_file
-    from specaware.finetune.api import _read_meta
+    from specaware.export import export, read_meta
     source = Path(source)
     if source.is_dir():
-        from specaware.training.export import export
         Path(folder).parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=Path(folder).parent) as tmp:
             out, _ = export(source, Path(tmp) / "export.safetensors", verify, trust_pickle)
@@ -211,4 +210,4 @@ def export_hub(source: str | Path, folder: str | Path, verify: bool = True,
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: give an export (OUT.safetensors with "
                                 "OUT.json) or a checkpoint folder written by `specaware pretrain`")
-    return write_hub(load_file(str(weights)), _read_meta(source.with_suffix(".json")), folder)
+    return write_hub(load_file(str(weights)), read_meta(source.with_suffix(".json")), folder)

@@ -269,7 +269,7 @@ def _band_args(args) -> dict:
 
 def run_format(args) -> int | None:
     """Run `specaware export` for --format hub/onnx/torch-export; None for safetensors (the
-    checkpoint consolidation of specaware.training.export does that)."""
+    checkpoint consolidation of specaware.export does that)."""
     fmt = getattr(args, "format", "safetensors")
     if fmt == "safetensors":
         return None

@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 
-from specaware import __version__
+from specaware.version import __version__
 
 COMMANDS: dict[str, str] = {
     "sensors": "list sensors, or print one sensor's band table",

@@ -1,6 +1,6 @@
 """`specaware export CKPT_DIR OUT.safetensors`: consolidated fp32 weights + JSON config.
 
-The format and the consolidation are specaware/training/export.py's; `--format` hub / onnx /
+The format and the consolidation are specaware/export.py's; `--format` hub / onnx /
 torch-export are specaware/inference_export.py's. This module parses and reports.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    from specaware.export import export
     from specaware.inference_export import run_format
-    from specaware.training.export import export
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -32,8 +32,8 @@ def stats_table(names: list[str], bands: int, tile: int, mask_ratio: float | Non
 
 
 def main(args: argparse.Namespace) -> int:
-    import specaware
-    known = specaware.list_models()
+    from specaware.model.variants import list_models
+    known = list_models()
     unknown = [n for n in args.names if n not in known]
     if unknown:
         from specaware.model.variants import unknown_model_message

@@ -1,4 +1,5 @@
-"""Load a pretrained encoder for fine-tuning (DESIGN.md section 5, INTERFACES.md "Export format").
+"""Load a pretrained encoder for fine-tuning (docs/DESIGN.md, "Fine-tuning"; docs/INTERFACES.md
+"Export format"). The format itself is specaware/export.py's.
 
 The source is an export: `OUT.safetensors` (fp32 state dict of the whole MaskedAutoencoder, keys
 `encoder.*`, `decoder.*`, ...) with `OUT.json` beside it (`format`, `model`, `model_config`,
@@ -15,20 +16,16 @@ one CheckpointError line naming it.
 from __future__ import annotations
 
 import fnmatch
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 
-EXPORT_FORMAT = "specaware-export/1"
+from specaware.export import CheckpointError, match_scalars, read_export
+
 ENCODER_PREFIX = "encoder."
 _SHOWN = 20  # keys listed per category in an error message
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file, the keys and the fix."""
 
 
 def build_model(model_config: dict | None = None, variant: str | None = None) -> nn.Module:
@@ -38,8 +35,8 @@ def build_model(model_config: dict | None = None, variant: str | None = None) ->
         from specaware.model.variants import create_model_from_config
         return create_model_from_config(model_config)
     if variant:
-        import specaware
-        return specaware.create_model(variant)
+        from specaware.model.variants import create_model
+        return create_model(variant)
     raise CheckpointError("cannot build a model: neither a model_config nor a variant name was "
                           "given (pass variant='specaware_debug' or a checkpoint with its JSON)")
 
@@ -72,7 +69,7 @@ def load_pretrained(path: str | Path, allow_missing: Iterable[str] = (),
     model = build_model(None if variant else meta.get("model_config"), variant or meta.get("model"))
     encoder = model.encoder
     wanted = encoder.state_dict()
-    given = _match_scalars(_encoder_part(state), wanted)
+    given = match_scalars(_encoder_part(state), wanted)
     _check_keys(path, wanted, given, tuple(allow_missing))
     encoder.load_state_dict(given, strict=False)
     encoder.to(map_location)
@@ -91,77 +88,13 @@ def _tag(encoder: nn.Module, model: nn.Module, info: dict) -> nn.Module:
 
 
 def _read_checkpoint(path: Path, map_location) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from specaware import hub
+    import specaware.hub as hub
     if hub.is_hub_folder(path) or hub.is_repo_id(str(path)):
         try:
             return hub.read_hub(path, map_location)
         except (FileNotFoundError, ValueError) as e:
             raise CheckpointError(str(e)) from e
-    if path.is_dir():
-        raise CheckpointError(
-            f"{path} is a folder (a DeepSpeed checkpoint or run folder); its .pt files are "
-            "pickles, which can run code, so they are never loaded for use. Export it first: "
-            f"`specaware export {path} OUT.safetensors`, then load OUT.safetensors")
-    if path.suffix == ".json":
-        path = path.with_suffix(".safetensors")
-    if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        raise CheckpointError(f"{path}: pickle-based checkpoints are not loaded (they can run "
-                              "code). Convert it with `specaware export` to .safetensors + .json")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (expected OUT.safetensors with "
-                              "OUT.json beside it, as written by `specaware export`)")
-    meta = _read_meta(path.with_suffix(".json"))
-    return read_safetensors(path, map_location), meta
-
-
-def read_safetensors(path: Path, map_location="cpu") -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file; anything that is not one (truncated, random bytes, a
-    renamed pickle, a crafted header) is a one-line CheckpointError naming the file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    try:
-        return load_file(str(path), device=str(map_location))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(e)}); it "
-                              "is damaged or not a specaware export: re-export it with "
-                              "`specaware export` or copy it again") from None
-
-
-def read_safetensors_header(path: Path) -> dict[str, str]:
-    """The metadata of a safetensors file, checking its header and that every tensor lies
-    inside the file; a damaged file is one CheckpointError line naming it."""
-    from safetensors import SafetensorError, safe_open
-    try:
-        with safe_open(str(path), "pt") as f:
-            return f.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(e)}); it "
-                              "is damaged or not a specaware checkpoint: write it again or copy "
-                              "it again") from None
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
-
-
-def _read_meta(json_path: Path) -> dict[str, Any]:
-    if not json_path.is_file():
-        raise CheckpointError(f"{json_path} is missing: an export is OUT.safetensors plus OUT.json "
-                              "(model name and config). Re-export with `specaware export`, or "
-                              "pass variant=NAME to build a registered variant")
-    try:
-        meta = json.loads(json_path.read_text())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{json_path}: not valid JSON ({_first_line(e)}); re-export with "
-                              "`specaware export`") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{json_path}: expected a JSON object, got {type(meta).__name__}; "
-                              "re-export with `specaware export`")
-    fmt = meta.get("format")
-    if fmt is not None and not str(fmt).startswith("specaware-export/"):
-        raise CheckpointError(f"{json_path}: format {fmt!r} is not {EXPORT_FORMAT!r}")
-    return meta
+    return read_export(path, map_location)
 
 
 def _encoder_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -170,16 +103,6 @@ def _encoder_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         n = len(ENCODER_PREFIX)
         return {k[n:]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
     return dict(state)
-
-
-def _match_scalars(given: dict, wanted: dict) -> dict:
-    """Training promotes 0-dim parameters to [1] for DeepSpeed; give them the model's shape."""
-    out = dict(given)
-    for k, ref in wanted.items():
-        got = out.get(k)
-        if got is not None and got.shape != ref.shape and got.numel() == ref.numel() == 1:
-            out[k] = got.reshape(ref.shape)
-    return out
 
 
 def _allowed(key: str, patterns: tuple[str, ...]) -> bool:

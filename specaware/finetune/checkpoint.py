@@ -18,6 +18,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from specaware.config import from_dict, to_dict
+from specaware.export import CheckpointError, read_safetensors_header
 from specaware.finetune.config import ModelConfig
 
 FORMAT = "specaware-finetune/1"
@@ -73,7 +74,6 @@ def save_finetuned(model: nn.Module, path: str | Path, meta: dict) -> Path:
 
 
 def read_meta(path: str | Path) -> dict:
-    from specaware.finetune.api import CheckpointError
     json_path = Path(path).with_suffix(".json")
     if not json_path.is_file():
         raise CheckpointError(f"{json_path} not found: a fine-tuned checkpoint is NAME.safetensors "
@@ -100,7 +100,7 @@ def load_finetuned(path: str | Path, map_location: str = "cpu") -> tuple[nn.Modu
         enc, task, k = meta["encoder"], meta["task"], meta["num_classes"]
         head_cfg = from_dict(ModelConfig, meta["model"])
     except (KeyError, TypeError, ValueError) as e:
-        raise api.CheckpointError(f"{Path(path).with_suffix('.json')}: incomplete fine-tuned "
+        raise CheckpointError(f"{Path(path).with_suffix('.json')}: incomplete fine-tuned "
                                   f"checkpoint metadata ({type(e).__name__}: {e}); re-run "
                                   "`specaware finetune`") from None
     if meta.get("adapters_only"):
@@ -108,11 +108,11 @@ def load_finetuned(path: str | Path, map_location: str = "cpu") -> tuple[nn.Modu
     encoder = api.build_encoder(enc.get("model_config"), enc.get("model"))
     model = build_head(task, encoder, k, head_cfg)
     weights = Path(path).with_suffix(".safetensors")
-    api.read_safetensors_header(weights)  # a damaged file: one line naming it
+    read_safetensors_header(weights)  # a damaged file: one line naming it
     # load_model, not load_state_dict: it re-ties the shared tensors save_model wrote once
     missing, unexpected = load_model(model, str(weights), strict=False, device=str(map_location))
     if missing or unexpected:
-        raise api.CheckpointError(
+        raise CheckpointError(
             f"{weights}: weights do not fit the model rebuilt from its JSON; missing "
             f"{sorted(missing)[:20]}, unexpected {sorted(unexpected)[:20]}")
     return model.eval(), meta

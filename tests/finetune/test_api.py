@@ -161,7 +161,7 @@ def test_random_encoder_has_the_same_keys_but_different_weights(tmp_path):
 def test_trained_model_exported_by_specaware_export_comes_back_identical(tmp_path):
     """A few optimiser steps on the MAE loss, a checkpoint folder, `specaware export`, then
     load_pretrained: features and intermediate maps equal the trained model's, bit for bit."""
-    export = pytest.importorskip("specaware.training.export")
+    export = pytest.importorskip("specaware.export")
     path, model = write_export(tmp_path)
     meta = json.loads(path.with_suffix(".json").read_text())
     if not hasattr(model, "encoder") or type(model).__name__ == "StandInMAE":
@@ -189,7 +189,7 @@ def test_trained_model_exported_by_specaware_export_comes_back_identical(tmp_pat
 def test_export_refuses_a_crafted_pickle_naming_the_type(tmp_path, capsys):
     """`specaware export` reads DeepSpeed's files with the restricted unpickler first: a file
     naming a type outside the allow-list is one error line, and its payload never runs."""
-    export = pytest.importorskip("specaware.training.export")
+    export = pytest.importorskip("specaware.export")
     from specaware.cli import main
     path, model = write_export(tmp_path)
     meta = json.loads(path.with_suffix(".json").read_text())
@@ -208,7 +208,7 @@ def test_export_refuses_a_crafted_pickle_naming_the_type(tmp_path, capsys):
 
 
 def test_export_refuses_a_checkpoint_file_that_is_no_torch_archive(tmp_path):
-    export = pytest.importorskip("specaware.training.export")
+    export = pytest.importorskip("specaware.export")
     path, model = write_export(tmp_path)
     meta = json.loads(path.with_suffix(".json").read_text())
     write_checkpoint_folder(tmp_path / "run", model, meta, step=5)

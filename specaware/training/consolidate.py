@@ -1,21 +1,14 @@
-"""Consolidated fp32 weights + JSON config from a checkpoint (`specaware export`).
+"""Consolidated fp32 weights of a DeepSpeed checkpoint folder, for `specaware.export.export`.
 
-Works for checkpoints of every ZeRO stage: stages 1-3 (and bf16) are consolidated from the
-fp32 master copies in the partitioned optimizer states (DeepSpeed's zero_to_fp32); stage 0
-reads the module state, except in bf16, where the module holds bf16 weights and the fp32
-masters sit in the optimizer's state (named by the trainer, `fp32_master_names`). Output (the format `specaware.load_pretrained` reads,
-docs/INTERFACES.md): OUT.safetensors (fp32 state dict of the whole MaskedAutoencoder) and
-OUT.json beside it with format, model name, model config, step and the training config.
-
-Trust: the DeepSpeed files are `torch.save` pickles. Every one is first read with torch's
-restricted unpickler and an allow-list of the types DeepSpeed writes (pickle_guard.py); a file
-naming anything else is refused with the type and the file, unless `--trust-pickle` is given.
-Only then does DeepSpeed's consolidation read them. Share the exported .safetensors, which
-cannot carry code.
+Expert-parallel runs are gathered first (training/expert_parallel.py); otherwise stages 1-3
+are consolidated from the fp32 master copies in the partitioned optimizer states (DeepSpeed's
+zero_to_fp32), DeepSpeed's BF16_Optimizer files from their flat fp32 buffers, and stage 0
+reads the module state, except in bf16, where the fp32 masters sit in the optimizer's state
+(named by the trainer, `fp32_master_names`). Every DeepSpeed file passes pickle_guard first
+unless the caller trusts the pickles (see specaware/export.py).
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -23,11 +16,7 @@ import torch
 
 from specaware.training import checkpoint, expert_parallel, pickle_guard
 
-log = logging.getLogger(__name__)
-
-__all__ = ["consolidate", "export", "FORMAT"]
-
-FORMAT = "specaware-export/1"
+__all__ = ["consolidate"]
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -119,46 +108,3 @@ def _with_masters(state: dict, optimizer: dict | None, names: list[list[str]] | 
                                    f"module weight; the checkpoint is damaged")
             out[name] = master.reshape(state[name].shape)
     return out
-
-
-def _verify(state: dict[str, torch.Tensor], model_config: dict) -> None:
-    """Strict load into a freshly built model; fixes [1] <-> [] shapes in `state` in place
-    (training promotes 0-dim parameters for DeepSpeed, see distributed.promote_scalar_params)."""
-    from specaware.model.variants import create_model_from_config
-    model = create_model_from_config(model_config)
-    for name, ref in model.state_dict().items():
-        got = state.get(name)
-        if got is not None and got.shape != ref.shape and got.numel() == ref.numel() == 1:
-            state[name] = got.reshape(ref.shape)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f"exported weights do not match the model config: missing "
-                           f"{missing[:8]}, unexpected {unexpected[:8]} (of {len(missing)} / "
-                           f"{len(unexpected)}); was the checkpoint written by another version?")
-
-
-def export(ckpt: str | Path, out: str | Path, verify: bool = True,
-           trust_pickle: bool = False) -> tuple[Path, Path]:
-    """Write OUT.safetensors + OUT.json from checkpoint (or run folder) `ckpt`; `trust_pickle`
-    skips the allow-list check of the DeepSpeed pickles (see the module docstring)."""
-    from safetensors.torch import save_file
-
-    path = checkpoint.resolve_resume(str(ckpt), ckpt, flag="export")
-    state_info = checkpoint.read_state(path)
-    state = consolidate(path, trust_pickle, state_info.get("fp32_master_names"))
-    if verify and state_info.get("model_config"):
-        _verify(state, state_info["model_config"])
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"export: output must end in .safetensors, got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # safetensors refuses tensors that share storage (tied weights): give each its own copy
-    save_file({k: v.contiguous().clone() for k, v in state.items()}, str(out),
-              metadata={"format": FORMAT, "step": str(state_info["step"])})
-    meta = {"format": FORMAT, "model": state_info.get("model"),
-            "model_config": state_info.get("model_config", {}), "step": int(state_info["step"]),
-            "train_config": state_info.get("config", {}), "checkpoint": str(path)}
-    meta_path = out.with_suffix(".json")
-    meta_path.write_text(json.dumps(meta, indent=1))
-    log.info("exported %s (step %d, %d tensors) -> %s", path, meta["step"], len(state), out)
-    return out, meta_path
