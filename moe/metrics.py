@@ -1,4 +1,4 @@
-"""Routing metrics returned explicitly by every MoE layer (DESIGN.md section 3).
+"""Routing metrics returned explicitly by every MoE layer (docs/DESIGN.md section 3).
 
 A layer returns `(y, RoutingMetrics)`. The metrics object holds *detached* routing tensors and
 computes its scalars only when asked (`tensors()` / `as_dict()`), so a training step that does

@@ -1,7 +1,7 @@
 """Typed configuration: a dataclass tree, YAML files that override it, `key=value` last.
 
 Unknown keys and values of the wrong type are errors that name the dotted key and list the
-keys that do exist, so a typo never silently falls back to a default (DESIGN.md section 4).
+keys that do exist, so a typo never silently falls back to a default (docs/DESIGN.md section 4).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The export format: a pretrained model as `OUT.safetensors` + `OUT.json`, written and read here
-only (docs/DESIGN.md, "Export format"; docs/INTERFACES.md "Export format").
+only (docs/DESIGN.md section 4, "Export format"; docs/INTERFACES.md "Export format").
 
 Format `specaware-export/1` (FORMAT): OUT.safetensors holds the fp32 state dict of the whole
 MaskedAutoencoder; OUT.json beside it holds format, model name, model config, step, the

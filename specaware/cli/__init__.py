@@ -3,7 +3,7 @@ when used, so `specaware sensors` does not pay for importing torch and deepspeed
 
 `specaware/cli/` owns the command line: every module here is named after its command and
 exposes `add_arguments(parser)` and `main(args) -> int`; it parses, calls the library and prints.
-Library modules never parse arguments (docs/DESIGN.md, "Folders").
+Library modules never parse arguments (docs/DESIGN.md section 0).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The one reader of band tables, used by sharding (`data/raster.open_scene`) and by every
 fine-tuning and prediction input (`data/reader.RasterReader`), so a file gets the same
-wavelengths and FWHM in pretraining and fine-tuning (docs/DESIGN.md, "Data contract").
+wavelengths and FWHM in pretraining and fine-tuning (docs/DESIGN.md section 1, "Reading rasters").
 Sources, first found wins:
   0. a wavelength file the user names (JSON {"wavelength": [...], "fwhm": [...]}, or one or
      two columns of text/CSV: centre[, fwhm]);

@@ -1,4 +1,4 @@
-"""Collation of samples with different band counts into one padded batch (DESIGN.md section 1).
+"""Collation of samples with different band counts into one padded batch (docs/DESIGN.md section 1).
 
 A batch of mixed sensors is padded along the band axis and carries `band_mask`; nothing is ever
 truncated. Shapes (INTERFACES.md "A batch"):

@@ -1,4 +1,4 @@
-"""Thematic/climatic curation of a shard set (DESIGN.md section 1 "Curation").
+"""Thematic/climatic curation of a shard set (docs/DESIGN.md section 1 "Curation").
 
 CSMoE (arXiv 2509.14104) builds its pretraining set by stratified sampling over thematic
 (land-cover) and climatic (Koppen zone) descriptors, so rare combinations are not drowned by

@@ -1,5 +1,5 @@
 """Per-tile descriptors written into the manifest, for curation (CSMoE's thematic/climatic
-stratified sampling, DESIGN.md section 1 "Curation") and low-information pruning.
+stratified sampling, docs/DESIGN.md section 1 "Curation") and low-information pruning.
 
 Computed from the pixels and the band wavelengths only, so they work for any band set:
 - landcover: majority spectral land-cover proxy (water / vegetation / bare / built) from

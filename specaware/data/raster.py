@@ -2,7 +2,7 @@
 
 Any GDAL raster works (GeoTIFF/COG, ENVI .img/.bsq + .hdr, NetCDF/HDF subdatasets...).
 `open_scene` resolves everything but the pixels: band table (data/band_metadata.py, all in
-nm), sensor, level, GSD, nodata, scale/offset (docs/DESIGN.md, "Data contract"). `read_window`
+nm), sensor, level, GSD, nodata, scale/offset (docs/DESIGN.md section 1, "Reading rasters"). `read_window`
 reads any window in physical units with its nodata mask; sharding (`iter_tiles`, one strip of
 tiles at a time, so memory follows bands x tile x width, not the scene size) and fine-tuning
 (data/reader.py) both read through it.

@@ -1,8 +1,8 @@
 """Samples from windows of a raster: the fine-tuning and prediction side of the one reader.
 
 `RasterReader.open(path, ...)` resolves the scene exactly as sharding does (`raster.open_scene`:
-the same band table, sensor, level, GSD, nodata and scale/offset; docs/DESIGN.md, "Data
-contract") and fits (or replays) the normalisation of the scene (`normalize.fit_scene`);
+the same band table, sensor, level, GSD, nodata and scale/offset; docs/DESIGN.md section 1,
+"Reading rasters") and fits (or replays) the normalisation of the scene (`normalize.fit_scene`);
 `read(row, col, h, w)` returns a sample of the data contract for that window:
 
     image float32 [C, h, w] normalised, 0 where invalid; valid bool [C, h, w]

@@ -1,4 +1,4 @@
-"""The sample contract (DESIGN.md section 1): one tile of one sensor, with its band metadata.
+"""The sample contract (docs/DESIGN.md section 1): one tile of one sensor, with its band metadata.
 
     image      float32 [C, H, W]  reflectance (L2, 0..1) or scaled radiance (L1); invalid = 0
     valid      bool    [C, H, W]  False where nodata / non-finite / out of range / absorption

@@ -1,4 +1,4 @@
-"""Webdataset shard writing and the dataset manifest (DESIGN.md section 1, INTERFACES "Shards").
+"""Webdataset shard writing and the dataset manifest (docs/DESIGN.md section 1, INTERFACES "Shards").
 
 Layout of a shard set:
     DIR/shard-000000.tar ...   tar files; per sample `KEY.npy` + `KEY.json` (see codec.py)

@@ -1,6 +1,6 @@
 """Reading webdataset shards for the streaming loader (stream.py): tar members as zero-copy
 views of the memory-mapped file, samples decoded lazily (pixels decoded once, straight into the
-batch), and the accounting of skipped samples (DESIGN.md section 1 "Streaming").
+batch), and the accounting of skipped samples (docs/DESIGN.md section 1 "Streaming").
 
 Robustness: unreadable shards, corrupt tar members, truncated shards (fewer samples than the
 manifest says), incomplete and undecodable samples are skipped, counted per reason and logged

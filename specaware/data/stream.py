@@ -1,4 +1,4 @@
-"""Streaming loader over webdataset shards (DESIGN.md section 1 "Streaming", INTERFACES.md).
+"""Streaming loader over webdataset shards (docs/DESIGN.md section 1 "Streaming", INTERFACES.md).
 
     loader = make_loader("shards/", mode="train", batch_size=8, num_workers=2, rank=r,
                          world_size=n, views=ViewConfig(crop=96))

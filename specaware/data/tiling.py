@@ -1,5 +1,5 @@
 """From raster tiles to encoded shard samples: invalid marking, absorption bands, filtering,
-georeferencing and descriptors (DESIGN.md section 1 "Shards").
+georeferencing and descriptors (docs/DESIGN.md section 1 "Shards").
 
 A value is invalid when it is the band's nodata value, non-finite, below `min_value`
 (negative reflectance/radiance), or above the sensor's cap for the level (solar-reflective

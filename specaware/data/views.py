@@ -1,4 +1,4 @@
-"""Views of a sample: the augmentations that make the model sensor-agnostic (DESIGN.md section 1).
+"""Views of a sample: the augmentations that make the model sensor-agnostic (docs/DESIGN.md section 1).
 
 - spatial: crop to a size, flips, 90-degree rotations. One draw per sample is applied identically
   to `image`, `valid`, the `target` view and a label mask, and the tile's affine `transform` in

@@ -1,4 +1,4 @@
-"""Load a pretrained encoder for fine-tuning (docs/DESIGN.md, "Fine-tuning"; docs/INTERFACES.md
+"""Load a pretrained encoder for fine-tuning (docs/DESIGN.md section 5; docs/INTERFACES.md
 "Export format"). The format itself is specaware/export.py's.
 
 The source is an export: `OUT.safetensors` (fp32 state dict of the whole MaskedAutoencoder, keys

@@ -1,4 +1,4 @@
-"""FinetuneConfig: the typed config tree of `specaware finetune` (DESIGN.md section 4 rules:
+"""FinetuneConfig: the typed config tree of `specaware finetune` (docs/DESIGN.md section 4 rules:
 defaults here, YAML files in configs/finetune/ override, `key=value` last, unknown keys fail)."""
 from __future__ import annotations
 

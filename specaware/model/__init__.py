@@ -1,4 +1,4 @@
-"""The SpecAware masked autoencoder (DESIGN.md section 2).
+"""The SpecAware masked autoencoder (docs/DESIGN.md section 2).
 
     from specaware.model import create_model, list_models, model_stats
     mae = create_model("specaware_debug")

@@ -1,4 +1,4 @@
-"""Pre-norm transformer block whose MLP is a dense MLP or a Soft-MoE layer (DESIGN.md 2, 3).
+"""Pre-norm transformer block whose MLP is a dense MLP or a Soft-MoE layer (docs/DESIGN.md sections 2, 3).
 
 The MLP slot takes any module with the `moe` call signature `y, metrics = mlp(x, mask=None)`,
 so dense and Soft-MoE blocks are the same class and routing metrics come back explicitly.

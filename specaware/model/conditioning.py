@@ -1,4 +1,4 @@
-"""Meta-content aware band conditioning (SpecAware, arXiv 2510.27219; DESIGN.md section 2).
+"""Meta-content aware band conditioning (SpecAware, arXiv 2510.27219; docs/DESIGN.md section 2).
 
 One condition vector per band and sample, z [b, c, dz], from
   1. meta: Fourier features of the wavelength + an MLP of log FWHM + sensor/level embeddings

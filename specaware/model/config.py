@@ -1,4 +1,4 @@
-"""The model's typed configuration (one dataclass tree; DESIGN.md section 2).
+"""The model's typed configuration (one dataclass tree; docs/DESIGN.md section 2).
 
 `MAEConfig` is what `mae.config` holds, what `specaware.config.to_dict` turns into the JSON that
 travels with every export, and what `variants.create_model_from_config` rebuilds a model from.
@@ -21,7 +21,7 @@ CANONICAL_LEVELS = ["L1", "L2"]
 
 @dataclass
 class ConditioningConfig:
-    """Meta-content conditioning -> z [b, c, cond_dim] (DESIGN.md section 2, steps 1-3)."""
+    """Meta-content conditioning -> z [b, c, cond_dim] (docs/DESIGN.md section 2, steps 1-3)."""
     cond_dim: int = 128              # dz, width of one band's condition vector
     fourier_features: int = 32       # sin/cos pairs of wavelength
     min_period_nm: float = 10.0      # finest wavelength period, below typical band spacing x2

@@ -1,6 +1,6 @@
 """SpecAware encoder: band conditioning -> HyperEmbedding -> ViT with Soft-MoE MLPs.
 
-DESIGN.md section 2. Stages of `forward`:
+docs/DESIGN.md section 2. Stages of `forward`:
   1. per-band statistics of the visible patches (valid pixels only) -> content features, and the
      per-sample/per-band standardisation of the pixels (the model sees spectral shape through
      the condition z, spatial pattern through the standardised pixels);

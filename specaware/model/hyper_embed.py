@@ -1,4 +1,4 @@
-"""HyperEmbedding: patch tokens from any number of bands (SpecAware; DESIGN.md section 2).
+"""HyperEmbedding: patch tokens from any number of bands (SpecAware; docs/DESIGN.md section 2).
 
 A hypernetwork turns each band's condition z_c into two factors
     V_c [r, p]  spatial pattern extraction (p = k*k pixels of a patch),

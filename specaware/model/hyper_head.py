@@ -1,4 +1,4 @@
-"""Hyper output head: decoder tokens -> pixels of ANY target band set (DESIGN.md section 2).
+"""Hyper output head: decoder tokens -> pixels of ANY target band set (docs/DESIGN.md section 2).
 
 The same kind of hypernetwork as the HyperEmbedding, run in reverse. For every band c of the
 TARGET view (which may be another sensor's: encode view A, reconstruct view B) it generates the

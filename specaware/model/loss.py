@@ -1,4 +1,4 @@
-"""Reconstruction loss of the masked autoencoder (DESIGN.md section 2; CSMoE/SpecAware MAE).
+"""Reconstruction loss of the masked autoencoder (docs/DESIGN.md section 2; CSMoE/SpecAware MAE).
 
 Counted only where the encoder saw nothing (masked patches) AND the target has a real value
 (valid pixel of a real band); invalid pixels and padded bands contribute exactly nothing.

@@ -1,4 +1,4 @@
-"""SpecAware masked autoencoder with a cross-sensor objective (DESIGN.md section 2).
+"""SpecAware masked autoencoder with a cross-sensor objective (docs/DESIGN.md section 2).
 
     forward(batch) = forward_encoder -> decoder -> forward_loss (head on hidden patches + loss)
   - random patch masking (ratio 0.75 by default), independent per sample;

@@ -1,4 +1,4 @@
-"""Patches and random masking for the masked autoencoder (MAE, He et al. 2022; DESIGN.md 2).
+"""Patches and random masking for the masked autoencoder (MAE, He et al. 2022; docs/DESIGN.md section 2).
 
 Patches are kept band-major, [b, c, n, p], because every per-band operation (statistics,
 HyperEmbedding's V_c projection, the output head) is then a batched matmul over (b, c) with no

@@ -1,4 +1,4 @@
-"""Named model sizes in one registry (timm `@register_model` style; DESIGN.md section 2).
+"""Named model sizes in one registry (timm `@register_model` style; docs/DESIGN.md section 2).
 
     create_model("specaware_base", depth=6, decoder={"depth": 2})   # overrides: nested or "a.b"
     create_model_from_config(to_dict(mae.config))                   # rebuild from an export

@@ -1,5 +1,5 @@
 """Parameter groups of AdamW for pretraining and fine-tuning: one no-decay rule, and the
-encoder's own learning rate when fine-tuning (docs/DESIGN.md, "Training").
+encoder's own learning rate when fine-tuning (docs/DESIGN.md section 4, "Optimisation").
 
 Weight decay pulls a weight toward 0. That regularises matrices that mix features, and is
 wrong for everything whose size carries meaning or is normalised away:

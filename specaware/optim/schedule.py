@@ -1,5 +1,5 @@
 """Learning-rate schedule of pretraining and fine-tuning: linear warmup to the peak, then cosine
-decay to a floor (docs/DESIGN.md, "Training").
+decay to a floor (docs/DESIGN.md section 4, "Optimisation").
 
 The schedule is a picklable callable (not a lambda) so `LambdaLR.state_dict()` carries it and a
 resumed run continues on the same curve.

@@ -1,4 +1,4 @@
-"""Sensor catalogue: one JSON data file per sensor in `data/` (DESIGN.md section 1).
+"""Sensor catalogue: one JSON data file per sensor in `data/` (docs/DESIGN.md section 1).
 
 Units: wavelength and FWHM in nm, GSD in m. Lookup is case-insensitive and accepts aliases
 (`s2a`, `l8`, `avng`, ...). A file that carries its own wavelengths always wins over the

@@ -4,7 +4,7 @@ A destination band i sees the radiance weighted by its response R_i(l). Each sou
 already integrates the radiance through its own response S_j(l). The least-assumption estimate of
 the destination value is the combination of source bands weighted by how much their responses
 overlap R_i:  w_ij = integral R_i(l) S_j(l) dl, rows normalised to sum to 1. Responses are
-Gaussians from centre + FWHM, or tabulated curves when given (DESIGN.md section 1, "Views").
+Gaussians from centre + FWHM, or tabulated curves when given (docs/DESIGN.md section 1, "Views").
 
 All wavelengths and widths in nm.
 """

@@ -1,6 +1,6 @@
 """Write synthetic scenes as GeoTIFF or ENVI with band metadata, and label maps as GeoTIFF.
 
-Wavelength metadata, as readers look for it (DESIGN.md section 1: nm inside the code,
+Wavelength metadata, as readers look for it (docs/DESIGN.md section 1: nm inside the code,
 converted at the edges):
 - GeoTIFF: per band, tags `wavelength` / `fwhm` (nm) + `wavelength_units=nm`, GDAL's IMAGERY
   domain `CENTRAL_WAVELENGTH_UM` / `FWHM_UM` (micrometres), and a band description

@@ -1,4 +1,4 @@
-"""The pretraining configuration tree (DESIGN.md section 4).
+"""The pretraining configuration tree (docs/DESIGN.md section 4).
 
 Defaults here, then `configs/pretrain/*.yaml`, then `key=value` overrides, through the generic
 machinery in `specaware.config` (unknown keys and wrong types fail naming the dotted key).

@@ -1,6 +1,6 @@
 """Process-group set-up and `deepspeed.initialize`: the only module that touches either.
 
-Launchers this understands (DESIGN.md section 4):
+Launchers this understands (docs/DESIGN.md section 4):
 - torchrun / torch.distributed.run, and the `deepspeed` launcher: RANK, WORLD_SIZE, LOCAL_RANK,
   MASTER_ADDR, MASTER_PORT are in the environment (the deepspeed launcher may also pass
   `--local_rank`, which the CLI accepts and hands to `detect`);

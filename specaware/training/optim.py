@@ -1,7 +1,7 @@
 """The pretraining optimizer: torch AdamW over `specaware.optim.groups.param_groups`.
 
 A torch optimizer is handed to DeepSpeed on purpose: its own Adam would JIT-build a C++ op at
-start-up (docs/DESIGN.md, "Training"). Which parameters decay is decided once, for
+start-up (docs/DESIGN.md section 4, "Optimisation"). Which parameters decay is decided once, for
 pretraining and fine-tuning alike, in specaware/optim/groups.py.
 """
 from __future__ import annotations

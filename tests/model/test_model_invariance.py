@@ -1,4 +1,4 @@
-"""Encoder invariances that make the model sensor-agnostic (DESIGN.md section 2, consequences)."""
+"""Encoder invariances that make the model sensor-agnostic (docs/DESIGN.md section 2, consequences)."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""The classic hyperspectral benchmarks as users have them: MATLAB .mat files (DESIGN.md section 5).
+"""The classic hyperspectral benchmarks as users have them: MATLAB .mat files (docs/DESIGN.md section 5).
 
 Public files store the cube as [H, W, C] and the ground truth as [H, W] integers. Classification
 benchmarks use 0 = unlabelled and 1..K = classes (we map to -1 and 0..K-1). Change benchmarks

@@ -1,6 +1,6 @@
 """Change detection: one (siamese, shared-weight) encoder reads both dates, which may come from
 different sensors with different band sets, features are fused per level (absolute difference,
-concatenation, or both) and decoded into a change map (DESIGN.md section 5).
+concatenation, or both) and decoded into a change map (docs/DESIGN.md section 5).
 
 Classes: binary (0 no change, 1 change) or multi-class (0 no change, 1..K-1 change types).
 Letters: b batch, d width, h w token grid, H W pixels, K classes.

@@ -1,4 +1,4 @@
-"""Scene (or pixel-patch) classification on a pretrained encoder (DESIGN.md section 5).
+"""Scene (or pixel-patch) classification on a pretrained encoder (docs/DESIGN.md section 5).
 
 Tokens from `encoder.forward_features` are pooled (mean over the patches, each weighted by its
 share of real pixels so the padding `pad_to_patches` adds weighs nothing, or the patch holding

@@ -1,5 +1,5 @@
 """Semantic segmentation: multi-level encoder features -> UPerNet-style decoder -> per-pixel
-logits at the input resolution (DESIGN.md section 5).
+logits at the input resolution (docs/DESIGN.md section 5).
 
 Letters: b batch, d width, h w token grid, H W pixels, K classes.
 """
