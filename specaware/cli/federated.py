@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_config(args):
     from specaware.config import build
     from specaware.federated.config import FederatedConfig
-    from specaware.training.cli import split_items
+    from specaware.config import split_items
     files, overrides = split_items(list(args.items))
     files = ([QUICK_CONFIG] if args.quick else []) + files
     extra = [f"out={args.out}"] if args.out else []

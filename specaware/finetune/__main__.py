@@ -5,7 +5,7 @@
 import argparse
 import sys
 
-from specaware.finetune import cli
+from specaware.cli import finetune as cli
 
 if __name__ == "__main__":
     from specaware.runtime import tune_cpu_malloc

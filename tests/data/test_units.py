@@ -83,8 +83,8 @@ def test_plausible_geotiff_in_micrometres_still_round_trips(tmp_path):
 
 
 def test_the_fine_tuning_reader_applies_the_same_plausibility_rule(tmp_path):
-    from specaware.finetune.datasets.geotiff import RasterInfo
+    from specaware.data.reader import RasterReader
     path = _envi_with_units(tmp_path, "Micrometers", [442.7, 1300.0, 2202.37])
     with pytest.raises(RasterMetadataError, match="nanometre values tagged as micrometres") as e:
-        RasterInfo.open(str(path))
+        RasterReader.open(str(path))
     assert "s.img" in str(e.value)

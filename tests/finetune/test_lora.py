@@ -12,7 +12,7 @@ from specaware.config import build
 from specaware.finetune import api
 from specaware.finetune.checkpoint import build_head, load_finetuned
 from specaware.finetune.config import FinetuneConfig, ModelConfig
-from specaware.finetune.datasets.collate import collate
+from specaware.data.collate import collate
 from specaware.finetune.lora import apply_lora, count_parameters, merge
 from specaware.finetune.runner import run
 

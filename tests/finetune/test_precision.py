@@ -5,7 +5,7 @@ import torch
 from fixtures import sample
 
 from specaware.finetune import api
-from specaware.finetune.datasets.collate import collate
+from specaware.data.collate import collate
 from specaware.finetune.heads import SceneClassifier
 from specaware.finetune.precision import autocast
 from specaware.finetune.train import evaluate, fit, global_mean_loss
