@@ -13,7 +13,7 @@ run:
   tiles/s and the parameter memory one process holds, against expert_parallel 1;
 - GPU (only when CUDA is available): `base` in bf16 on one GPU, batch 64, its views; tiles/s,
   step time and model FLOPs utilisation (forward+backward = 3x forward FLOPs of
-  `model_stats`, against the GPU's dense bf16 peak from specaware.training.tracking); with 2
+  `model_stats`, against the GPU's dense bf16 peak from specaware.tracking); with 2
   or more GPUs also `base` with 32 experts split over 2 GPUs against the dense `base`.
 Figures come from the `summary.json` the trainer writes: medians over logged steps, the first
 (start-up) step left out; loader time is included, checkpoints and panels are not.

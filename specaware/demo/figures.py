@@ -59,7 +59,7 @@ def reconstruction_panels(export: Path, shards: Path, out_dir: Path, seed: int =
     reconstruction of `rows` tiles, reconstructed by the exported model (masking ratio of its
     config, fixed seed)."""
     from specaware.data.stream import make_loader
-    from specaware.training.tracking import render_panel
+    from specaware.render import render_panel
     model, meta = _load_mae(export)
     manifest = json.loads((Path(shards) / "manifest.json").read_text())
     by_sensor: dict[str, list[str]] = {}

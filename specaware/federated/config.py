@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from specaware.config import ConfigError
-from specaware.training.config import WandbSection
+from specaware.tracking import WandbSection
 
 STRATEGIES = ("local", "fedavg_head_blocks", "prompt_shared", "prompt_dual")
 

@@ -86,7 +86,7 @@ def log_wandb(cfg, rows: list[dict], run_dir: Path, resolved: dict) -> None:
     """One wandb run; per strategy `<strategy>/accuracy`, `/bytes`, `/client<i>` at step round."""
     if cfg.wandb.mode == "disabled":
         return
-    from specaware.training.tracking import Tracker
+    from specaware.tracking import Tracker
     tracker = Tracker(cfg.wandb, run_dir / "wandb", resolved, is_main=True)
     cum: dict[str, int] = {}
     for r in sorted(rows, key=lambda r: r["round"]):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from specaware.config import ConfigError
-from specaware.training.config import WandbSection
+from specaware.tracking import WandbSection
 
 Task = Literal["classification", "segmentation", "change"]
 

@@ -244,7 +244,7 @@ def range_warnings(infos: list[RasterReader]) -> list[str]:
 
 def save_preview(out: Path, meta: dict, title: str) -> Path:
     """PNG of the class map `out` (at most ~2048 px a side) beside it; returns its path."""
-    from specaware.finetune.plots import save_map_png
+    from specaware.render import save_map_png
     with rasterio.open(out) as ds:
         step = max(1, max(ds.height, ds.width) // 2048)
         # decimated read: served from the COG's overviews, never the whole band

@@ -31,7 +31,7 @@ def finished_metrics(out: Path, resume: str) -> dict | None:
 def write_outputs(cfg, out: Path, init: str, seed: int, cm, metrics: dict, result,
                   class_names, params: dict) -> None:
     """Confusion CSV/PNG, then metrics.json (test metrics, history, parameter counts)."""
-    from specaware.finetune.plots import save_confusion_png
+    from specaware.render import save_confusion_png
     save_confusion_csv(cm, out / "confusion.csv", class_names)
     shown = {LABELS.get(k, k): metrics.get(k) for k in TABLE_METRICS[cfg.task]}
     save_confusion_png(cm, out / "confusion.png", class_names,

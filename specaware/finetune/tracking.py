@@ -1,5 +1,5 @@
 """Fine-tuning run tracking on rank 0, with pretraining's `wandb.*` keys and Tracker
-(specaware/training/tracking.py): `wandb.mode` online/offline/disabled, the run id kept in
+(specaware/tracking.py): `wandb.mode` online/offline/disabled, the run id kept in
 `RUN/wandb_id.txt` (a resumed run continues the same wandb run) and every record also appended
 to `RUN/metrics.jsonl`, so a run is inspectable without wandb.
 
@@ -24,7 +24,7 @@ class FinetuneTracker:
 
     def __init__(self, wandb_cfg, run_dir: Path, resolved_config: dict, is_main: bool,
                  task: str, class_names: list[str], name: str):
-        from specaware.training.tracking import Tracker
+        from specaware.tracking import Tracker
         if not wandb_cfg.name:
             wandb_cfg = dataclasses.replace(wandb_cfg, name=name)
         self.cfg, self.run_dir, self.is_main = wandb_cfg, Path(run_dir), is_main
@@ -47,7 +47,7 @@ class FinetuneTracker:
         """Confusion matrix (and a reference | prediction map) as PNG and wandb images."""
         if not self.wants_images:
             return []
-        from specaware.finetune.plots import save_confusion_png, save_map_png
+        from specaware.render import save_confusion_png, save_map_png
         folder = self.run_dir / "panels"
         folder.mkdir(parents=True, exist_ok=True)
         metric = HEADLINE[self.task]

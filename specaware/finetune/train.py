@@ -37,7 +37,7 @@ from specaware.finetune.distributed import DistEnv, all_have_batch, all_sum, unw
 from specaware.finetune.metrics import HEADLINE, confusion_matrix, task_metrics
 from specaware.finetune.precision import autocast, check_precision
 from specaware.finetune.resume import EarlyStop, latest, load_epoch, rng_state, save_epoch
-from specaware.training.faults import fault_point
+from specaware.faults import fault_point
 from specaware.optim.groups import param_groups
 from specaware.optim.schedule import make_scheduler
 

@@ -44,7 +44,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from specaware.training import distributed, expert_parallel
-from specaware.training.faults import fault_point
+from specaware.faults import fault_point
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from specaware.config import ConfigError, build, merge, to_dict
 from specaware.data.shard_reader import require_shard_files
 from specaware.data.views import ViewConfig
+from specaware.tracking import WandbSection
 from specaware.training import expert_parallel
 
 __all__ = ["PretrainConfig", "load_config", "validate", "ConfigError"]
@@ -96,17 +97,6 @@ class CheckpointSection:
     keep_last: int = 3                     # complete checkpoints kept; 0 = keep all
     keep_every: int = 0                    # also keep every multiple of this step forever; 0 = none
     enabled: bool = True                   # false: write no checkpoints at all (benchmarks, smoke)
-
-
-@dataclass
-class WandbSection:
-    mode: Literal["online", "offline", "disabled"] = "disabled"
-    project: str = "specaware"
-    entity: str = ""
-    name: str = ""                         # run name; "" = the run folder's name
-    tags: list[str] = field(default_factory=list)
-    panel_every: int = 500                 # steps between image panels (also PNG in run_dir/panels)
-    panel_rgb_nm: tuple[float, float, float] = (640.0, 550.0, 460.0)  # false-colour bands, nm
 
 
 @dataclass

@@ -35,10 +35,10 @@ from specaware.training import checkpoint, distributed, expert_parallel
 from specaware.training.config import PretrainConfig, require_shards, resolved, view_config
 from specaware.training.determinism import make_deterministic
 from specaware.training.ds_config import make_ds_config
-from specaware.training.faults import fault_point, nan_injected
+from specaware.faults import fault_point, nan_injected
 from specaware.training.optim import make_optimizer
 from specaware.training.progress import Progress
-from specaware.training.tracking import Tracker, peak_tflops
+from specaware.tracking import Tracker, peak_tflops
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from specaware.config import build
 from specaware.finetune.config import FinetuneConfig
 from specaware.finetune.runner import run
-from specaware.training.faults import EXIT_CODE
+from specaware.faults import EXIT_CODE
 
 ROOT = Path(__file__).parents[2]
 # dropout-free model, but a shuffled sampler and a warmup + cosine schedule: a resume that

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from specaware.training import checkpoint
-from specaware.training.faults import EXIT_CODE
+from specaware.faults import EXIT_CODE
 from tests.training.launching import EVERY, STEPS, launch, run_env
 from tests.training.wandb_records import find_offline_run, history
 

@@ -1,10 +1,19 @@
-"""Figures written next to the metrics: confusion matrix PNG and class/change map previews.
-matplotlib runs headless (Agg); nothing here is needed to train."""
+"""Every image specaware draws: pretraining's reconstruction panels (false colour, hidden patches,
+reconstruction, target view) and fine-tuning's confusion matrices and class/change maps.
+matplotlib runs headless (Agg) and is imported only when a figure is drawn.
+
+A panel shows, per sample: the input in false colour, the input with the patches the encoder
+did not see greyed out, the reconstruction, and the target view when it differs from the input
+(cross-sensor reconstruction). Bands are picked nearest to `wandb.panel_rgb_nm`; all three
+images of a sample share one contrast stretch.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
+from einops import rearrange, repeat
 
 _MIN_MAP_PIXELS = 480   # small scenes are shown enlarged (nearest neighbour) to at least this
 
@@ -117,3 +126,75 @@ def save_map_png(labels: np.ndarray, path: str | Path, num_classes: int, ignore:
               frameon=False, borderaxespad=0.0)
     fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
+
+
+# --- reconstruction panels (pretraining) -------------------------------------------------
+
+def _nearest_bands(wavelength: torch.Tensor, real: torch.Tensor, targets) -> list[int]:
+    """Index of the real band nearest to each target wavelength (nm)."""
+    wl = torch.where(real, wavelength.float(), torch.full_like(wavelength.float(), 1e9))
+    return [int(torch.argmin((wl - t).abs())) for t in targets]
+
+
+def false_colour(image: torch.Tensor, bands: list[int], lo=None, hi=None):
+    """[C, H, W] -> RGB float [H, W, 3] in 0..1, one 2-98 % stretch shared by the channels.
+
+    Sharing it keeps the colour balance, so a reconstruction whose spectrum is off shows the
+    wrong colour and a flat tile looks flat (a stretch per channel would turn the noise of a
+    uniform water tile into confetti). Returns (rgb, lo, hi) so other images of the same ground
+    reuse the stretch.
+    """
+    rgb = rearrange(image[bands].float(), "c h w -> h w c").cpu().numpy()
+    if lo is None:
+        lo, hi = np.percentile(rgb, [2, 98])
+    span = np.maximum(hi - lo, 1e-6)
+    return np.clip((rgb - lo) / span, 0.0, 1.0), lo, hi
+
+
+def _panel_row(batch: dict, pred: torch.Tensor, mask: torch.Tensor, i: int, patch: int,
+               rgb_nm) -> list[tuple[str, np.ndarray]]:
+    target = batch.get("target") or batch
+    src_bands = _nearest_bands(batch["wavelength"][i], batch["band_mask"][i], rgb_nm)
+    tgt_bands = _nearest_bands(target["wavelength"][i], target["band_mask"][i], rgb_nm)
+    shown, lo, hi = false_colour(batch["image"][i], src_bands)
+    h, w = batch["image"].shape[-2:]
+    hidden = rearrange(mask[i].cpu(), "(gh gw) -> gh gw", gh=h // patch, gw=w // patch)
+    hidden = repeat(hidden, "gh gw -> (gh k1) (gw k2) 1", k1=patch, k2=patch).numpy()
+    masked = np.where(hidden, 0.5, shown)
+    truth, tlo, thi = false_colour(target["image"][i], tgt_bands)
+    recon, _, _ = false_colour(pred[i], tgt_bands, tlo, thi)
+    # the loss never sees the visible patches, so their prediction means nothing: show the
+    # (target view of the) visible patches there, as MAE figures do
+    recon = np.where(hidden, recon, truth)
+    row = [("input", shown), ("masked input", masked), ("reconstruction + visible", recon)]
+    if batch.get("target") is not None:
+        row.append(("target view", truth))
+    return row
+
+
+def render_panel(batch: dict, pred: torch.Tensor, mask: torch.Tensor, patch: int, path,
+                 rgb_nm=(640.0, 550.0, 460.0), max_rows: int = 4, title: str = "") -> Path:
+    """Write the panel PNG for up to `max_rows` samples. pred [B, C_t, H, W], mask bool [B, N]."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [_panel_row(batch, pred.detach(), mask, i, patch, rgb_nm)
+            for i in range(min(max_rows, pred.shape[0]))]
+    ncol = len(rows[0])
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.6 * ncol, 2.6 * len(rows)),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        for c, (name, img) in enumerate(row):
+            axes[r][c].imshow(img, interpolation="nearest")
+            axes[r][c].set_axis_off()
+            if r == 0:
+                axes[r][c].set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
