@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from specaware.finetune import api
 from specaware.finetune.api import CheckpointError, load_pretrained
+from specaware.training.pickle_guard import UnsafePickleError, check_file
 from specaware.data.collate import collate
 
 
@@ -195,7 +196,7 @@ def test_export_refuses_a_crafted_pickle_naming_the_type(tmp_path, capsys):
     meta = json.loads(path.with_suffix(".json").read_text())
     marker = tmp_path / "payload_ran"
     states = write_crafted_folder(tmp_path / "run", model, meta, marker)
-    with pytest.raises(export.pickle_guard.UnsafePickleError, match="--trust-pickle") as err:
+    with pytest.raises(UnsafePickleError, match="--trust-pickle") as err:
         export.export(tmp_path / "run", tmp_path / "out.safetensors")
     assert str(states) in str(err.value) and "builtins.getattr" in str(err.value)
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "out.safetensors")]) == 1
@@ -219,8 +220,8 @@ def test_export_refuses_a_checkpoint_file_that_is_no_torch_archive(tmp_path):
     with pytest.raises(CheckpointReadError, match="not a complete torch archive") as err:
         export.export(tmp_path / "run", tmp_path / "out.safetensors")
     assert states.name in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(export.pickle_guard.UnsafePickleError, match="damaged") as err:
-        export.pickle_guard.check_file(states)
+    with pytest.raises(UnsafePickleError, match="damaged") as err:
+        check_file(states)
     assert str(states) in str(err.value) and "\n" not in str(err.value)
 
 
