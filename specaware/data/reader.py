@@ -101,7 +101,3 @@ class RasterReader:
                 "gsd": float(self.scene.gsd), "sensor": self.scene.sensor,
                 "level": self.scene.level,
                 "meta": {"scene": self.scene.name, "window": (row, col)}}
-
-    def any_valid(self, row: int, col: int, h: int, w: int) -> np.ndarray:
-        """bool [h, w]: True where at least one band of the window is valid."""
-        return self._read(row, col, h, w)[1].any(0)
