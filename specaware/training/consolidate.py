@@ -16,6 +16,8 @@ import torch
 
 from specaware.training import checkpoint, expert_parallel, pickle_guard
 
+log = logging.getLogger(__name__)
+
 __all__ = ["consolidate"]
 
 

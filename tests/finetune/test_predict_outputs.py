@@ -15,7 +15,7 @@ from specaware.cli import main as cli_main
 from specaware.finetune import api
 from specaware.finetune.checkpoint import build_head, load_finetuned, model_meta, save_finetuned
 from specaware.finetune.config import ModelConfig
-from specaware.finetune.datasets.geotiff import RasterInfo
+from specaware.data.reader import RasterReader
 from specaware.finetune.predict import class_map_dtype, predict_scene
 from specaware.testing import write_geotiff
 
@@ -110,12 +110,12 @@ def test_ignore_index_may_not_be_a_class():
 
 def _reads(monkeypatch) -> Counter:
     seen: Counter = Counter()
-    original = RasterInfo.read
+    original = RasterReader.read
 
     def counting(self, row, col, h, w):
         seen[(self.path, row, col, h, w)] += 1
         return original(self, row, col, h, w)
-    monkeypatch.setattr(RasterInfo, "read", counting)
+    monkeypatch.setattr(RasterReader, "read", counting)
     return seen
 
 
@@ -131,7 +131,7 @@ def test_each_window_is_read_once(checkpoint, tmp_path, monkeypatch):
 def _peak_bytes(checkpoint, scene, out: Path, monkeypatch) -> tuple[int, int]:
     """(Python-side peak bytes, largest read in pixels) of predicting `scene`."""
     model, meta = load_finetuned(checkpoint)
-    info = RasterInfo.open(scene, normalization={"normalize": "none"})
+    info = RasterReader.open(scene, normalization={"normalize": "none"})
     seen = _reads(monkeypatch)
     tracemalloc.start()
     predict_scene(model, meta, [info], out, 64, 0.25, 8, torch.device("cpu"),
