@@ -160,7 +160,7 @@ def _netcdf_wavelength(src, band: int) -> tuple[float, str] | None:
 
 
 def _to_nm(value: float, units: str) -> float:
-    from specaware.data.raster import unit_factor
+    from specaware.data.band_metadata import unit_factor
     return value * unit_factor(units or None, np.asarray([value]), "netcdf coordinate")
 
 
