@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
