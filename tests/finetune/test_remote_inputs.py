@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from specaware.config import ConfigError
-from specaware.finetune.datasets.geotiff import RasterInfo
+from specaware.data.reader import RasterReader
 from specaware.finetune.runner import _require_input
 from specaware.testing import sensor_bands, synthetic_cube, write_geotiff
 from specaware.testing_remote import http_server
@@ -18,9 +18,9 @@ def test_remote_geotiff_reads_like_the_local_file(tmp_path, monkeypatch):
     wl, fwhm, _ = sensor_bands("enmap", 10)
     path = write_geotiff(tmp_path / "scene.tif", synthetic_cube(wl, 32, 32), wavelength=wl,
                          fwhm=fwhm)
-    local = RasterInfo.open(str(path))
+    local = RasterReader.open(str(path))
     with http_server(tmp_path) as server:
-        remote = RasterInfo.open(server.url("scene.tif"))
+        remote = RasterReader.open(server.url("scene.tif"))
         np.testing.assert_allclose(remote.wavelength, local.wavelength)
         assert remote.shape == local.shape and remote.normalization == local.normalization
         got, want = remote.read(8, 4, 16, 16), local.read(8, 4, 16, 16)
