@@ -43,9 +43,9 @@ from specaware.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["group_name", "check_config", "check_world", "expert_layers", "shard_model",
-           "split_param_groups", "param_stats", "check_resume", "save_experts", "load_experts",
-           "consolidate", "dense_from_zero", "EXPERTS_DIR", "FORMAT"]
+__all__ = ["group_name", "check_config", "check_world", "check_ds_config", "expert_layers",
+           "shard_model", "split_param_groups", "param_stats", "check_resume", "save_experts",
+           "load_experts", "consolidate", "dense_from_zero", "EXPERTS_DIR", "FORMAT"]
 
 EXPERTS_DIR = "experts"
 FORMAT = "specaware-experts/1"
@@ -94,6 +94,15 @@ def check_world(n: int, world_size: int) -> None:
     if world_size % n:
         raise ConfigError(f"config key '{_KEY}': {n} must divide the number of processes "
                           f"({world_size}); launch a multiple of {n} processes or change it")
+
+
+def check_ds_config(n: int, ds_config: dict) -> None:
+    """DeepSpeed's ZeRO reduces expert gradients over their own group only with reduce-scatter
+    (it asserts so deep inside); a preset that turns it off is refused here, naming the key."""
+    if n > 1 and ds_config.get("zero_optimization", {}).get("reduce_scatter") is False:
+        raise ConfigError(f"config key '{_KEY}': {n} needs DeepSpeed's zero_optimization."
+                          f"reduce_scatter (expert gradients are reduced over their own group "
+                          f"with it); remove 'reduce_scatter: false' from deepspeed.preset")
 
 
 def shard_model(model: nn.Module, n: int, group) -> list[str]:

@@ -359,6 +359,7 @@ def _setup_engine(cfg: PretrainConfig, env, model_factory):
                                warmup_steps=cfg.optim.warmup_steps, peak=cfg.optim.lr,
                                floor=cfg.optim.min_lr)
     ds_config = make_ds_config(cfg, env.world_size, preset_dir=PRESET_DIR)
+    expert_parallel.check_ds_config(cfg.deepspeed.expert_parallel, ds_config)
     engine, scheduler = distributed.initialize(model, optimizer, scheduler, ds_config)
     seed_everything(cfg.train.seed + 1 + 7919 * env.rank)   # masks differ across ranks
     return engine, scheduler, ds_config

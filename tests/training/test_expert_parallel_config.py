@@ -8,7 +8,8 @@ from torch import nn
 
 from specaware.config import ConfigError
 from specaware.training.config import load_config
-from specaware.training.expert_parallel import check_resume, check_world, split_param_groups
+from specaware.training.expert_parallel import (check_ds_config, check_resume, check_world,
+                                                split_param_groups)
 from tests.training.launching import DEBUG_YAML
 
 
@@ -64,3 +65,11 @@ def test_a_checkpoint_resumes_only_with_the_split_it_was_written_with():
         check_resume(state, 1, "runs/x/step_00000006")
     with pytest.raises(ConfigError, match="=1, this run has 2"):
         check_resume({"config": {"deepspeed": {}}}, 2, "old")   # before the setting existed
+
+
+def test_a_preset_without_reduce_scatter_is_refused_with_experts_split():
+    ds = {"zero_optimization": {"stage": 1, "reduce_scatter": False}}
+    check_ds_config(1, ds)                              # N = 1: DeepSpeed's default paths
+    check_ds_config(2, {"zero_optimization": {"stage": 2, "reduce_scatter": True}})
+    with pytest.raises(ConfigError, match="remove 'reduce_scatter: false' from deepspeed.preset"):
+        check_ds_config(2, ds)
