@@ -2,11 +2,14 @@
 (`specaware shard` -> loader) and through the fine-tuning and prediction path, and a file
 without wavelengths is refused in one line naming the option of the command that was run."""
 import numpy as np
+import pytest
 import rasterio
 from rasterio.transform import from_origin
 
 from specaware import resources
 from specaware.cli import main as cli_main
+from specaware.data.band_metadata import RasterMetadataError
+from specaware.data.reader import RasterReader
 from specaware.data.stream import make_loader
 from specaware.finetune.datasets.geotiff import GeoTiffTiles
 from specaware.finetune.predict import open_scenes
@@ -74,3 +77,33 @@ def test_finetune_names_its_config_keys_when_wavelengths_are_missing(tmp_path, c
     assert rc == 2
     err = _one_error_line(capsys)
     assert str(scene) in err and "data.sensor=NAME" in err and "data.wavelength=FILE" in err
+
+
+def test_a_wavelength_file_wins_and_is_converted_from_micrometres(tmp_path):
+    scene = write_geotiff(tmp_path / "s.tif", synthetic_cube(WL, 16, 16), wavelength=WL,
+                          style="imagery")
+    table = tmp_path / "bands.csv"
+    table.write_text("\n".join(f"{w / 1000:.4f},{0.012:.3f}" for w in WL + 5.0))
+    reader = RasterReader.open(scene, wavelength_file=str(table))
+    np.testing.assert_allclose(reader.wavelength, WL + 5.0, atol=1e-3)
+    np.testing.assert_allclose(reader.fwhm, 12.0, atol=1e-3)
+    assert reader.scene.wavelength_source == "wavelength file (bands.csv)"
+
+
+def test_imagery_names_as_plain_band_tags_are_read_too(tmp_path):
+    scene = write_geotiff(tmp_path / "s.tif", synthetic_cube(WL, 16, 16), style=None)
+    with rasterio.open(scene, "r+") as dst:
+        for i, w in enumerate(WL, start=1):
+            dst.update_tags(i, CENTRAL_WAVELENGTH_UM=f"{w / 1000:.4f}", FWHM_UM="0.010")
+    reader = RasterReader.open(scene)
+    np.testing.assert_allclose(reader.wavelength, WL, atol=1e-3)
+    np.testing.assert_allclose(reader.fwhm, 10.0, atol=1e-3)
+
+
+def test_a_wavelength_tag_that_is_no_number_names_the_band(tmp_path):
+    scene = write_geotiff(tmp_path / "s.tif", synthetic_cube(WL, 16, 16), style=None)
+    with rasterio.open(scene, "r+") as dst:
+        for i, w in enumerate(WL, start=1):
+            dst.update_tags(i, wavelength="n/a" if i == 3 else f"{w:.1f}")
+    with pytest.raises(RasterMetadataError, match=r"s\.tif: band 3 tag 'wavelength' = 'n/a'"):
+        RasterReader.open(scene)
