@@ -137,17 +137,16 @@ def _report_loader(rates: dict[str, tuple[float, float]]) -> None:
     local_eval, local_train = rates["local"]
     print(f"local shards      : eval pass {local_eval:7.1f} tiles/s, train stream "
           f"{local_train:7.1f} tiles/s   (reference)")
-    worst = None
     for name in ("https", "s3"):
         if name in rates:
             e, t = rates[name]
             ratio = t / local_train
-            worst = ratio if worst is None else min(worst, ratio)
             label = "http://127.0.0.1" if name == "https" else "s3 (moto)"
             print(f"{label:<18}: eval pass {e:7.1f} tiles/s (ratio {e / local_eval:.2f}), "
-                  f"train stream {t:7.1f} tiles/s (ratio {ratio:.2f})")
-    print(f"target: remote / local train stream >= {TARGET:.2f} -> "
-          f"{'met' if worst is not None and worst >= TARGET else 'NOT met'}")
+                  f"train stream {t:7.1f} tiles/s (ratio {ratio:.2f}; target >= "
+                  f"{TARGET:.2f} {'met' if ratio >= TARGET else 'NOT met'})")
+    print("(the servers share this machine's cores with the loader: their CPU is part of the "
+          "remote cost here, unlike with a real object store)")
 
 
 def _shard_bench(root: Path, args, s3: bool | None) -> None:

@@ -216,26 +216,64 @@ def resolve_prefix(prefix: str) -> tuple[list[str], dict[str, int]]:
     return [join(prefix, s["name"]) for s in manifest["shards"]], counts
 
 
+BLOCK = 512  # tar block size
+
+
+def _read_exact(stream, size: int) -> tuple[bytearray, int]:
+    """(buffer of `size` bytes, bytes actually read) straight from the socket: readinto
+    writes into the buffer that becomes the sample's pixels (no intermediate copies)."""
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return buffer, got
+
+
+def _pax_path(data: bytes) -> str | None:
+    for record in data.decode("utf-8", "surrogateescape").split("\n"):
+        _, _, field = record.partition(" ")
+        if field.startswith("path="):
+            return field[len("path="):]
+    return None
+
+
 def stream_members(url: str, policy: RetryPolicy | None = None
                    ) -> Iterator[tuple[str, str, int, int, bytearray]]:
-    """(key, extension, 0, size, payload) of each regular member of the tar at `url`,
-    read as the bytes arrive (same tuples as shard_reader._members, offset into `payload`)."""
+    """(key, extension, 0, size, payload) of each regular member of the tar at `url`, read as
+    the bytes arrive (same tuples as shard_reader._members, offset into `payload`).
+
+    The tar headers are parsed here (tarfile's stream mode copies every byte through its own
+    buffer, which halved the remote train stream); GNU long names and pax paths are honoured.
+    """
     from specaware.data.shard_reader import _CutMember
 
-    with open_stream(url, policy) as stream:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for info in tar:
-                if not info.isreg():
-                    continue
-                key, _, ext = Path(info.name).name.partition(".")
-                payload = bytearray(info.size)  # writable: torch warns on read-only views
-                try:
-                    got = tar.extractfile(info).readinto(payload)
-                except (tarfile.TarError, OSError) as err:  # the response stopped mid-member
-                    raise _CutMember(key, f"member {info.name}: {err}") from None
-                if got != info.size:
-                    raise _CutMember(key, f"member {info.name}: {got} of {info.size} bytes "
-                                     f"arrived; the response was cut short")
+    with open_stream(url, policy) as response:
+        stream = getattr(response, "_raw_stream", response)  # boto3: its urllib3 response
+        long_name = None
+        while True:
+            header, got = _read_exact(stream, BLOCK)
+            if got < BLOCK:
+                if got:
+                    raise EOFError(f"the response ended inside a tar header ({got} bytes)")
+                return  # no end-of-archive blocks: read_shard counts missing samples
+            if not any(header):
+                return  # end-of-archive marker
+            info = tarfile.TarInfo.frombuf(bytes(header), "utf-8", "surrogateescape")
+            name, long_name = long_name or info.name, None
+            key, _, ext = Path(name).name.partition(".")
+            payload, got = _read_exact(stream, info.size)
+            if got != info.size:
+                raise _CutMember(key, f"member {name}: {got} of {info.size} bytes arrived; "
+                                 f"the response was cut short")
+            _read_exact(stream, -info.size % BLOCK)  # padding to the next header
+            if info.type == tarfile.GNUTYPE_LONGNAME:
+                long_name = payload.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif info.type == tarfile.XHDTYPE:
+                long_name = _pax_path(bytes(payload))
+            elif info.isreg():
                 yield key, ext.lower(), 0, info.size, payload
 
 

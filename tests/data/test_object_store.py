@@ -130,3 +130,27 @@ def test_s3_without_credentials_fails_before_training_naming_the_fix(tmp_path):
     with s3_server(credentials=False):
         with pytest.raises(ConfigError, match=r"no AWS credentials found.*AWS_ACCESS_KEY_ID"):
             require_shard_files("data.shards", "s3://train/sets/a/")
+
+
+@pytest.mark.parametrize("fmt", ["ustar", "gnu", "pax"])
+def test_streamed_tar_members_match_tarfile_including_long_names(tmp_path, fmt):
+    import io
+    import tarfile
+
+    from specaware.data.object_store import stream_members
+
+    long_key = "k" * 120   # beyond ustar's 100-character name field for gnu / pax
+    names = ["a.npy", "a.json", f"{long_key}.npy"] if fmt != "ustar" else ["a.npy", "a.json"]
+    form = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT,
+            "pax": tarfile.PAX_FORMAT}[fmt]
+    with tarfile.open(tmp_path / "s.tar", "w", format=form) as tar:
+        for i, name in enumerate(names):
+            data = bytes(range(256)) * (i + 3) + b"x" * i   # sizes off the 512-byte grid
+            entry = tarfile.TarInfo(name)
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+    with tarfile.open(tmp_path / "s.tar") as tar:
+        want = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with http_server(tmp_path) as server:
+        got = [(f"{k}.{e}", bytes(p)) for k, e, _, _, p in stream_members(server.url("s.tar"))]
+    assert got == want
