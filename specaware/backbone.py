@@ -239,10 +239,12 @@ class SpecAwareBackbone(nn.Module, PyTorchModelHubMixin, library_name="specaware
                          force_download=False, proxies=None, resume_download=None,
                          local_files_only=False, token=None, map_location="cpu", strict=True,
                          **model_kwargs):
+        """The mixin's loader, with load_pretrained's strict key check (`strict` is ignored:
+        a missing or misshapen encoder key is always an error naming it)."""
         import specaware.hub as hub
         model = cls(**model_kwargs)
         weights = hub.weights_file(model_id, revision=revision, cache_dir=cache_dir,
                                    force_download=force_download, token=token,
                                    local_files_only=local_files_only)
-        hub.load_encoder_weights(model.encoder, weights, map_location)
-        return model
+        hub.load_encoder_weights(model.encoder, weights)
+        return model.to(map_location)

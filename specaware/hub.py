@@ -66,7 +66,6 @@ def weights_file(model_id: str, **kwargs) -> Path:
             raise FileNotFoundError(f"{model_id}: no {WEIGHTS_NAME}; a specaware hub folder holds "
                                     f"{CONFIG_NAME}, {WEIGHTS_NAME} and {CARD_NAME}")
         return local
-    kwargs.pop("local_files_only", None) if kwargs.get("local_files_only") is False else None
     return _download(model_id, WEIGHTS_NAME, **kwargs)
 
 
