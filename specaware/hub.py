@@ -95,11 +95,11 @@ def read_hub(model_id: str | Path, map_location="cpu") -> tuple[dict[str, torch.
 
 def load_encoder_weights(encoder, weights: str | Path, map_location="cpu") -> None:
     """Strict load of the `encoder.*` part of `weights` (errors list missing/unexpected keys)."""
-    from safetensors.torch import load_file
+    from specaware.export import match_scalars, read_safetensors
     from specaware.finetune import api
-    state = load_file(str(weights), device=str(map_location))
+    state = read_safetensors(Path(weights), map_location)
     wanted = encoder.state_dict()
-    given = api._match_scalars(api._encoder_part(state), wanted)
+    given = match_scalars(api._encoder_part(state), wanted)
     api._check_keys(Path(weights), wanted, given, ())
     encoder.load_state_dict(given, strict=True)
 
