@@ -2,7 +2,8 @@
 counted against the serialized messages."""
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord,
+                      RecordDict)
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from specaware.federated.strategy import SpecawareFedAvg, message_bytes
