@@ -77,7 +77,12 @@ def load_setup(config_source: str, partition: int, data_path: str = "") -> Clien
     the run folder's `data/client-<partition>.npz`."""
     torch.set_num_threads(1)      # one core per simulated client
     cfg, run_dir = read_config(config_source)
-    data = ClientData.load(data_path or run_dir / "data" / f"client-{partition}.npz")
+    path = data_path or run_dir / "data" / f"client-{partition}.npz"
+    data = ClientData.load(path)
+    if cfg.classes and data.class_names != list(cfg.classes):
+        raise ValueError(f"{path}: classes {data.class_names} differ from the run's "
+                         f"{list(cfg.classes)}; every site must use the same class list, in "
+                         "the same order")
     encoder = load_encoder(cfg)
     encoder.requires_grad_(False)
     return ClientSetup(cfg, run_dir, partition, data, encoder)

@@ -84,3 +84,16 @@ def test_fedavg_head_blocks_sends_head_last_block_and_norm(tiny_run, task_identi
     assert {k.split(".")[0] for k in sent} == {"head", "encoder"}
     assert not any(k.startswith("encoder.blocks.0.") or k.startswith("encoder.embed")
                    for k in sent)
+
+
+def test_a_site_with_another_class_list_is_refused(tmp_path):
+    import json
+
+    from specaware.federated.setup import load_setup
+    from specaware.testing import write_tiny_federation
+    config = write_tiny_federation(tmp_path, overrides={"classes": ["soil", "water",
+                                                                    "vegetation"]})
+    with pytest.raises(ValueError, match="client-0.npz: classes .* differ from the run's"):
+        load_setup(str(config), 0)
+    raw = json.loads(config.read_text())
+    assert raw["classes"] == ["soil", "water", "vegetation"]
