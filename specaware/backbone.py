@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-import numpy as np
 import torch
 from einops import rearrange, repeat
 from huggingface_hub import PyTorchModelHubMixin
@@ -34,7 +33,6 @@ from specaware.features import FeatureInfo, take_indices
 from specaware.model.config import MAEConfig
 from specaware.model.encoder import SpecAwareEncoder
 from specaware.model.inputs import BandInputs
-from specaware.model.units import to_nanometres
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +49,15 @@ def resolve_bands(wavelengths, fwhm, gsd, sensor, strict_units) -> dict | None:
             return None
         wavelengths = cat.wavelength
         fwhm = cat.fwhm if fwhm is None else fwhm
-    wl = torch.as_tensor(np.asarray(wavelengths, np.float64).reshape(1, -1), dtype=torch.float32)
-    if fwhm is None:
-        from specaware.data.band_metadata import estimate_fwhm
-        fw_np = estimate_fwhm(np.asarray(wavelengths, np.float64).reshape(-1))
-        log.info("backbone: no fwhm given; estimated from the band spacing")
-        fw = torch.as_tensor(fw_np.reshape(1, -1), dtype=torch.float32)
-    else:
-        fw = torch.as_tensor(np.asarray(fwhm, np.float64).reshape(1, -1), dtype=torch.float32)
-    if fw.shape != wl.shape:
-        raise ValueError(f"create_model: {wl.shape[1]} wavelengths but {fw.shape[1]} fwhm values; "
-                         "give one FWHM per band (or none, to estimate it from the spacing)")
-    wl, fw = to_nanometres(wl, fw, torch.ones_like(wl, dtype=torch.bool),
-                           "create_model(wavelengths=...)", strict_units)
+    # FWHM, when not given, is estimated from the spacing after any µm -> nm conversion
+    from specaware.data.torchgeo import band_set
+    wl, fw = band_set(wavelengths, fwhm, "create_model(wavelengths=...)", strict_units)
     if gsd is None and cat is not None:
         gsd = cat.gsd
     if gsd is None or not float(gsd) > 0:
         raise ValueError(f"create_model: gsd={gsd!r}; pass gsd= the ground sampling distance in "
                          "metres per pixel (token positions are in metres)")
-    return {"wavelength": wl[0].tolist(), "fwhm": fw[0].tolist(), "gsd": float(gsd)}
+    return {"wavelength": wl.tolist(), "fwhm": fw.tolist(), "gsd": float(gsd)}
 
 
 class BandSet(nn.Module):

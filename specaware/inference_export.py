@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from specaware.backbone import BandSet, SpecAwareBackbone
+from specaware.backbone import BandSet
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +288,6 @@ def run_format(args) -> int | None:
     return 0
 
 
-__all__ = ["FixedBandHead", "SpecAwareBackbone", "export_inference", "export_program",
+__all__ = ["FixedBandHead", "export_inference", "export_program",
            "add_format_arguments", "run_format",
            "inference_module", "example_inputs", "max_abs_diff", "FORMATS"]

@@ -101,6 +101,13 @@ def test_micrometres_are_refused_under_strict_units(monkeypatch):
     assert mae.encoder.forward_features(micro).shape == (2, 4, 64)
 
 
+def test_fwhm_of_micrometre_centres_is_estimated_in_nanometres():
+    bb = specaware.create_model("specaware_debug", features_only=True, gsd=10.0,
+                                wavelengths=[0.49, 0.56, 0.665, 0.842])
+    assert bb.bands.wavelength.tolist() == pytest.approx([490, 560, 665, 842])
+    assert bb.bands.fwhm.tolist() == pytest.approx([70, 87.5, 141, 177])   # band spacing, nm
+
+
 def test_bad_inputs_name_the_fix():
     batch = _batch()
     bb = _backbone(batch)

@@ -62,7 +62,9 @@ def dataset_gsd(dataset) -> float | None:
 
 
 def band_set(wavelengths, fwhm, key: str, strict_units: bool | None):
-    """(wavelength [C] nm, fwhm [C] nm) float32 arrays; FWHM estimated when not given."""
+    """(wavelength [C] nm, fwhm [C] nm) float32 arrays from centres and widths in nm or µm
+    (specaware.model.units); FWHM, when not given, estimated from the spacing in nm. Shared by
+    the TorchGeo adapter and the backbone's band set. `key` names the source in messages."""
     wl = _vector(wavelengths, key)
     if fwhm is None:
         from specaware.data.band_metadata import estimate_fwhm
@@ -72,7 +74,8 @@ def band_set(wavelengths, fwhm, key: str, strict_units: bool | None):
     else:
         fw = _vector(fwhm, f"{key} fwhm")
         if fw.shape != wl.shape:
-            raise ValueError(f"{key}: {wl.shape[1]} centres but {fw.shape[1]} FWHM values")
+            raise ValueError(f"{key}: {wl.shape[1]} centres but {fw.shape[1]} FWHM values; give "
+                             "one FWHM per band (or none, to estimate it from the spacing)")
         wl, fw = to_nanometres(wl, fw, torch.ones_like(wl, dtype=torch.bool), key, strict_units)
     return wl[0].numpy(), fw[0].numpy()
 
