@@ -150,3 +150,20 @@ def test_tracker_clears_a_flag_once_the_last_tensor_is_gone_and_keeps_the_mappin
     flags[2] = 1  # the worker sends this storage again, still in flight: not released twice
     tracker.sweep()
     assert list(flags) == [0, 0, 1, 0] and tracker.mapped[2] is storage  # still mapped here
+
+
+def test_reused_storage_of_another_band_layout_leaves_no_stale_band_metadata():
+    # the first batch fills every band of both samples; the next one, in the same storage, pads
+    # its second sample: band_mask, wavelength and fwhm past its 2 bands must read as padding
+    memory = BatchMemory(count=2)
+    first = collate([_sample(4, "a"), _sample(4, "b")], memory=memory)
+    storage = first["image"].untyped_storage()
+    assert first["band_mask"].all()
+    del first
+    second = collate([_sample(4, "c"), _sample(2, "d")], memory=memory)
+    assert second["image"].untyped_storage() is storage        # the pooled storage came back
+    plain = collate([_sample(4, "c"), _sample(2, "d")])
+    for key in ("image", "valid", "band_mask", "wavelength", "fwhm", "gsd"):
+        torch.testing.assert_close(second[key], plain[key], rtol=0, atol=0)
+    assert second["band_mask"][1].tolist() == [True, True, False, False]
+    assert not second["wavelength"][1, 2:].any() and not second["fwhm"][1, 2:].any()
