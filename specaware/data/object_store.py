@@ -197,9 +197,11 @@ def read_manifest(prefix: str) -> dict[str, Any]:
         manifest = json.loads(read_bytes(url))
     except RemoteReadError as err:
         if "(HTTP 404" in str(err):
+            how = (f"write one with `specaware shard SCENE... --out {redact(prefix)}`"
+                   if prefix.startswith("s3://") else "write one with `specaware shard "
+                   "SCENE... --out DIR` and publish DIR there, or use an s3:// --out")
             raise FileNotFoundError(f"{redact(url)} not found: {redact(prefix)} is not a "
-                                    f"finished shard set (write one with `specaware shard "
-                                    f"SCENE... --out {redact(prefix)}`)") from None
+                                    f"finished shard set ({how})") from None
         raise
     except json.JSONDecodeError as err:
         raise ValueError(f"{redact(url)}: not JSON ({err}); truncated upload?") from None
