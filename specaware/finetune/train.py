@@ -308,11 +308,10 @@ def _track(opts: FitOptions, scheduler, step: int, epoch: int, loss: float, rate
     tracker = opts.tracker
     if tracker is None or not opts.env.is_main:
         return
-    factor = scheduler.get_last_lr()[0] / scheduler.base_lrs[0]
-    groups = scheduler.optimizer.param_groups
-    lrs = {"lr": factor * max(g["initial_lr"] for g in groups)}
-    if len({g["initial_lr"] for g in groups}) > 1:
-        lrs["encoder_lr"] = factor * min(g["initial_lr"] for g in groups)
+    lrs = {}      # the groups' current rates, named by specaware.optim.groups (head_*, encoder_*)
+    for group in scheduler.optimizer.param_groups:
+        key = "encoder_lr" if str(group.get("name", "")).startswith("encoder") else "lr"
+        lrs.setdefault(key, float(group["lr"]))
     tracker.epoch(step, epoch, loss, lrs, val, rate)
     if tracker.wants_images:
         tracker.images(step, epoch, cm, val, _example(model, val_loader, task, device,
