@@ -45,10 +45,11 @@ def loss_curve(metrics_jsonl: Path, path: Path) -> Path:
 
 
 def _load_mae(export: Path):
+    from specaware.export import match_scalars
     from specaware.finetune import api
     state, meta = api._read_checkpoint(Path(export), "cpu")
     model = api.build_model(meta.get("model_config"), meta.get("model"))
-    model.load_state_dict(api._match_scalars(state, model.state_dict()))
+    model.load_state_dict(match_scalars(state, model.state_dict()))
     return model.eval(), meta
 
 
