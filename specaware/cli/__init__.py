@@ -22,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "summarise a shard set",
     "synth": "generate synthetic scenes from real measured spectra",
     "pretrain": "pretrain the masked autoencoder with DeepSpeed",
-    "export": "consolidate a checkpoint into .safetensors + JSON",
+    "export": "consolidate a checkpoint into .safetensors + JSON, a hub folder, ONNX or .pt2",
     "finetune": "fine-tune a downstream head on a pretrained encoder",
     "predict": "sliding-window prediction of a full scene to GeoTIFF",
     "models": "list model variants with parameters and FLOPs per tile",

@@ -11,8 +11,12 @@ import sys
 
 def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", help="a step_* checkpoint folder, or a run folder "
-                                           "(its newest complete checkpoint is used)")
-    parser.add_argument("out", help="output .safetensors path (OUT.json is written beside it)")
+                                           "(its newest complete checkpoint is used); with "
+                                           "--format hub also an export, with onnx / "
+                                           "torch-export an export, a hub folder or a "
+                                           "fine-tuned BEST.safetensors")
+    parser.add_argument("out", help="output .safetensors path (OUT.json is written beside it); "
+                                    "a folder for --format hub; OUT.onnx / OUT.pt2 otherwise")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip loading the weights into a freshly built model")
     parser.add_argument("--trust-pickle", action="store_true",
