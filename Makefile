@@ -24,7 +24,7 @@ EXTRAS ?= dev
 # given on the command line or in the environment, these reach launch/torch_spec.py
 export TORCH_SPEC TORCH_INDEX_URL TORCH_VERSION
 
-.PHONY: venv test test-all demo bench clean-venv
+.PHONY: venv test test-all demo bench mutate clean-venv
 
 venv: $(STAMP)
 
@@ -53,6 +53,12 @@ demo: venv
 
 bench: venv
 	$(BIN)/specaware bench
+
+# Mutation checking of the core modules (tests/mutation/run.py says how it samples); slow, so
+# not part of `make test`. MUTATE_ARGS="--per-module 40" samples more.
+mutate: venv
+	$(BIN)/pip install -q -e ".[$(EXTRAS),mutation]"
+	$(BIN)/python tests/mutation/run.py $(MUTATE_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
