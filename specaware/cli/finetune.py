@@ -67,6 +67,10 @@ def main(args) -> int:
         print(config_yaml(to_dict(cfg)), end="")
         return 0
     try:
+        if cfg.protocol.shots:
+            from specaware.finetune.kshot import run_shots, shot_table
+            print(shot_table(run_shots(cfg)))
+            return 0
         summary = run(cfg)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)

@@ -57,7 +57,7 @@ class ProtocolConfig:
     ignores per_class/fraction; validation is `val_per_class`/`val_fraction` of each class's
     training pixels (default 10 %), so the seeds vary only validation, init and batch order.
     """
-    split: Literal["random", "fixed"] = "random"
+    split: Literal["random", "fixed", "kshot"] = "random"   # kshot: exactly per_class per class
     per_class: Optional[int] = 30
     fraction: Optional[float] = None
     val_per_class: Optional[int] = None
@@ -69,6 +69,9 @@ class ProtocolConfig:
     # context of several tokens (24 = 3 x 3 tokens at patch size 8).
     patch: int = 24
     tile: int = 32                    # tile size for dense heads (segmentation, change)
+    # k-shot grid (finetune/kshot.py): non-empty runs every shot count x method over the seeds
+    shots: list[int] = field(default_factory=list)
+    methods: list[str] = field(default_factory=lambda: ["linear", "prompt", "full"])
     stride: int = 0                   # 0 = tile (no overlap)
 
 
@@ -98,6 +101,9 @@ class ModelConfig:
     decoder_width: int = 64
     fusion: Literal["diff", "concat", "both"] = "diff"
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # > 0: that many learnable prompt tokens enter the frozen encoder (finetune/prompt_tuning.py;
+    # classification with freeze=encoder); protocol.methods=prompt sets 8 when this is 0
+    prompts: int = 0
 
 
 @dataclass

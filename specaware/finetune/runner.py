@@ -122,6 +122,8 @@ def check_split(cfg: FinetuneConfig) -> None:
     """protocol.split=fixed reads a .mat classification benchmark's training map (data.gt) and
     test map (data.test_gt); a test map under a random split would be silently unused."""
     p, d = cfg.protocol, cfg.data
+    if p.split == "kshot":
+        return
     if p.split == "random":
         if d.test_gt:
             raise ConfigError(f"data.test_gt={d.test_gt} is read only by protocol.split=fixed: add "
@@ -139,6 +141,9 @@ def check_split(cfg: FinetuneConfig) -> None:
 def _split(cfg: FinetuneConfig, seed: int, scene):
     from specaware.finetune.datasets import protocol as pr
     p = cfg.protocol
+    if p.split == "kshot":
+        from specaware.finetune.kshot import kshot_pixels
+        return kshot_pixels(scene.labels, seed, p.per_class, p.val_per_class)
     if p.split == "fixed":
         return pr.fixed_split(scene.labels, scene.test_labels, seed, p.val_per_class,
                               p.val_fraction, class_names=scene.class_names)
@@ -191,7 +196,11 @@ def _tile_split(cfg: FinetuneConfig, seed: int, env: DistEnv, dataset,
     from specaware.finetune.datasets.tiles import stratified_split
     val_f, test_f = _split_sizes(cfg)
     labels = np.zeros(len(dataset), np.int64) if labels is None else labels
-    idx = stratified_split(labels, seed, val_f, test_f)
+    if cfg.protocol.split == "kshot":
+        from specaware.finetune.kshot import kshot_indices
+        idx = kshot_indices(labels, seed, cfg.protocol.per_class, cfg.protocol.val_per_class)
+    else:
+        idx = stratified_split(labels, seed, val_f, test_f)
     if min(len(i) for i in idx) == 0:
         raise ValueError(f"{len(dataset)} tiles are too few for val/test fractions "
                          f"{val_f}/{test_f}: add data or use smaller tiles (protocol.tile)")
@@ -313,6 +322,9 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int, env: DistEnv | None = No
     encoder = make_encoder(cfg, init)
     _check_patch(cfg, encoder)
     model = build_head(cfg.task, encoder, data.num_classes, cfg.model)
+    if cfg.model.prompts:
+        from specaware.finetune.prompt_tuning import attach_prompts
+        model = attach_prompts(model, cfg.task, cfg.model)
     meta = model_meta(cfg.task, data.num_classes, data.class_names, cfg.model, encoder,
                       data.data_meta)
     meta["finetune_config"] = to_dict(cfg)

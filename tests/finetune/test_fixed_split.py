@@ -116,7 +116,7 @@ def test_one_file_with_unknown_keys_lists_them_and_one_key_cannot_be_both_maps(t
 
 
 def test_split_key_takes_random_or_fixed_and_fixed_needs_a_test_map():
-    with pytest.raises(ConfigError, match=r"protocol\.split.*'fix'.*\['random', 'fixed'\]"):
+    with pytest.raises(ConfigError, match=r"protocol\.split.*'fix'.*\['random', 'fixed', 'kshot'\]"):
         build(FinetuneConfig, [], ["protocol.split=fix"])
     with pytest.raises(ValueError, match="data.test_gt=PATH"):
         check_split(build(FinetuneConfig, [], ["protocol.split=fixed"]))
