@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "sensors": "list sensors, or print one sensor's band table",
     "shard": "tile scenes into webdataset shards + manifest",
     "inspect": "summarise a shard set",
+    "curate": "training-free pruning of a shard set to KEYS.json (entropy, k-means quotas)",
     "synth": "generate synthetic scenes from real measured spectra",
     "pretrain": "pretrain the masked autoencoder with DeepSpeed",
     "export": "consolidate a checkpoint into .safetensors + JSON, a hub folder, ONNX or .pt2",

@@ -37,10 +37,12 @@ class CurationSection:
     min_entropy: float | None = None       # bits; remove tiles whose `entropy` is below
     drop_quantile: float | None = None     # also remove this fraction of lowest-entropy tiles
     max_oversample: float = 10.0           # no stratum drawn more than this x its natural share
+    keys_file: str = ""                    # KEYS.json of `specaware curate`: only these tiles
 
     @property
     def active(self) -> bool:
-        return bool(self.balance) or self.min_entropy is not None or bool(self.drop_quantile)
+        return (bool(self.balance) or self.min_entropy is not None or bool(self.drop_quantile)
+                or bool(self.keys_file))
 
 
 @dataclass

@@ -84,7 +84,7 @@ def curation(cfg: PretrainConfig):
     if not cur.active:
         return None, None
     ident = (cfg.data.shards, tuple(cur.balance), cur.min_entropy, cur.drop_quantile,
-             cur.max_oversample)
+             cur.max_oversample, cur.keys_file)
     if ident not in _CURATED:
         from specaware.data.curate import CurationError, curation_for
         from specaware.data.object_store import is_store_url
@@ -97,6 +97,9 @@ def curation(cfg: PretrainConfig):
                                          min_entropy=cur.min_entropy,
                                          drop_quantile=cur.drop_quantile,
                                          max_oversample=cur.max_oversample)
+            if cur.keys_file:
+                from specaware.data.prune import restrict_to_keys_file
+                keys, weights = restrict_to_keys_file(cur.keys_file, keys, weights)
         except CurationError as e:
             raise ConfigError(f"config key 'data.curation': {e}") from None
         _CURATED[ident] = keys, weights

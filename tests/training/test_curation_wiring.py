@@ -66,3 +66,20 @@ def test_bad_curation_values_are_rejected_naming_the_key(override):
     key = override.split("=")[0].replace(".", r"\.")
     with pytest.raises(ConfigError, match=key):
         load_config([DEBUG_YAML], [override])
+
+
+def test_keys_file_of_specaware_curate_limits_the_stream(skewed_shards, tmp_path):
+    """data.curation.keys_file: the train stream draws only the tiles KEYS.json keeps."""
+    import json
+
+    from specaware.data.prune import prune_shards
+    out = tmp_path / "keys.json"
+    kept = set(prune_shards(skewed_shards, out, fraction=0.5, clusters=2)["keys"])
+    assert len(kept) == 8
+    seen, draws = set(), 0
+    for batch in make_data(config(skewed_shards, f"data.curation.keys_file={out}"), ENV, 0):
+        seen.update(str(m["key"]) for m in batch["meta"])
+        draws += len(batch["meta"])
+        if draws >= 48:
+            break
+    assert seen and seen <= kept and json.loads(out.read_text())["report"]["kept"] == 8
