@@ -189,10 +189,11 @@ def test_export_from_zero3_loads_into_a_single_process_model(zero3, zero1, tiny_
     # ZeRO-3 consolidation gives the weights ZeRO-1 keeps replicated (up to reduction order)
     exported = load_file(str(out))
     reference = module_state(zero1.run_dir / "checkpoints" / checkpoint.step_name(STEPS))
-    # (bound: 2e-4 is a fifth of one AdamW step at lr 1e-3; a wrong or misordered shard
-    # is off by the weights' own scale, ~1e-2 and more)
+    # (bound: 6e-4 is a fifth of one AdamW step at the tests' lr 3e-3, which moves a weight
+    # by up to ~lr; reduction order between stages was seen at 2.2e-4. A wrong or misordered
+    # shard is off by the weights' own scale, ~1e-2 and more)
     diff = max_diff(exported, reference)
-    assert diff < 2e-4, f"ZeRO-3 export differs from the ZeRO-1 weights by {diff:.2e}"
+    assert diff < 6e-4, f"ZeRO-3 export differs from the ZeRO-1 weights by {diff:.2e}"
 
     # load_pretrained gives exactly the encoder of the exported MAE in one plain process
     encoder = specaware.load_pretrained(out).eval()
