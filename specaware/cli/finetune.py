@@ -67,6 +67,10 @@ def main(args) -> int:
         print(config_yaml(to_dict(cfg)), end="")
         return 0
     try:
+        if cfg.protocol.active.rounds:
+            from specaware.finetune.active import active_table, run_active
+            print(active_table(run_active(cfg)))
+            return 0
         if cfg.protocol.shots:
             from specaware.finetune.kshot import run_shots, shot_table
             print(shot_table(run_shots(cfg)))

@@ -50,6 +50,18 @@ class DataConfig:
 
 
 @dataclass
+class ActiveConfig:
+    """protocol.active.*: active learning (finetune/active.py); rounds=0 is off."""
+    rounds: int = 0
+    budget: int = 16                 # pixels queried per round (the oracle labels them)
+    initial_per_class: int = 2       # labelled pixels per class before round 1
+    score: str = "margin"            # margin | entropy
+    candidates: int = 4              # uncertain candidates per query, clustered for diversity
+    pseudo_threshold: float = 0.95   # confidence of the weak view for a pseudo-label; 1 = off
+    epochs: int = 200                # full-batch steps of the linear classifier per round
+
+
+@dataclass
 class ProtocolConfig:
     """Split rules: `per_class` labelled pixels per class, or `fraction` of them (or of tiles).
 
@@ -72,6 +84,7 @@ class ProtocolConfig:
     # k-shot grid (finetune/kshot.py): non-empty runs every shot count x method over the seeds
     shots: list[int] = field(default_factory=list)
     methods: list[str] = field(default_factory=lambda: ["linear", "prompt", "full"])
+    active: ActiveConfig = field(default_factory=ActiveConfig)   # finetune/active.py
     stride: int = 0                   # 0 = tile (no overlap)
 
 

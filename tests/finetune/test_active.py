@@ -1,0 +1,62 @@
+"""Active learning (finetune/active.py): a round queries exactly B new pool pixels, never a
+labelled or test one; pseudo-labels never count as queried; the command writes JSON + PNG."""
+import json
+from pathlib import Path
+
+import numpy as np
+from fixtures import write_export, write_indian_pines
+from test_runner import _run
+
+from specaware.cli import finetune as cli
+from specaware.finetune.active import active_round, run_loop, start_pool
+from specaware.finetune.config import ActiveConfig
+
+CONFIGS = Path(__file__).parents[2] / "configs" / "finetune"
+
+
+def _blobs(n=240, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    feats = rng.normal(0, 1.0, (n, 6)) + 2.0 * np.eye(k, 6)[labels]
+    return feats, labels
+
+
+def test_active_round_queries_exactly_budget_new_pool_pixels_and_no_pseudo_labels():
+    feats, labels = _blobs()
+    test = np.arange(0, 240, 5)
+    cfg = ActiveConfig(rounds=1, budget=7, initial_per_class=2, pseudo_threshold=0.5, epochs=30)
+    for strategy in ("active", "random"):
+        state = start_pool(labels, test, 2, seed=0)
+        assert len(state.labelled) == 6 and not set(state.labelled) & set(test)
+        nxt, acc = active_round(feats, labels, state, cfg, 3, 0, strategy)
+        new = set(nxt.labelled) - set(state.labelled)
+        assert len(new) == 7 == len(nxt.queried)
+        assert not new & set(test) and new <= set(state.pool)
+        assert len(nxt.labelled) == 6 + 7          # pseudo-labels (threshold 0.5) not counted
+        assert not set(nxt.pool) & set(nxt.labelled) and 0.0 <= acc <= 1.0
+
+
+def test_loop_counts_labelled_pixels_per_round_for_both_strategies():
+    feats, labels = _blobs()
+    cfg = ActiveConfig(rounds=3, budget=5, initial_per_class=1, epochs=30)
+    for strategy in ("active", "random"):
+        curve = run_loop(feats, labels, np.arange(0, 240, 4), cfg, 1, strategy)
+        assert [p["labelled"] for p in curve] == [3, 8, 13, 18]
+        assert [p["queried"] for p in curve] == [0, 5, 10, 15]
+
+
+def test_finetune_active_command_writes_json_and_png(tmp_path):
+    (tmp_path / "export").mkdir()
+    export, _ = write_export(tmp_path / "export")
+    image, gt = write_indian_pines(tmp_path, h=12, w=12, k=3)
+    out = tmp_path / "al"
+    printed = _run(cli, ["--config", CONFIGS / "indian_pines.yaml", "--out", out,
+                         "--checkpoint", export, "--no-progress", f"data.image={image}",
+                         f"data.gt={gt}", "protocol.patch=16", "protocol.seeds=[0,1]",
+                         "protocol.active.rounds=2", "protocol.active.budget=4",
+                         "protocol.active.epochs=20"])
+    assert "| labelled | active OA | random OA |" in printed
+    result = json.loads((out / "active.json").read_text())
+    assert [p["labelled"] for p in result["summary"]["random"]] == [6, 10, 14]
+    assert len(result["runs"]["active"]) == 2
+    assert (out / "active.png").read_bytes()[:4] == b"\x89PNG"
