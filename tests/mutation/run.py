@@ -37,7 +37,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "moe": (["moe/router.py", "moe/experts.py", "moe/soft_moe.py", "moe/metrics.py",
              "moe/dense.py", "moe/topk.py"],
             ["tests/moe/test_soft_moe.py", "tests/moe/test_moe_metrics.py",
-             "tests/moe/test_topk_moe.py"]),
+             "tests/moe/test_topk_moe.py", "tests/moe/test_experts_units.py"]),
     "model": (["specaware/model/*.py"], ["tests/model/"]),
     "data": (["specaware/data/codec.py", "specaware/data/collate.py", "specaware/data/stream.py",
               "specaware/data/raster.py"],
