@@ -158,6 +158,10 @@ def pixel_features(cfg, seed: int) -> tuple[np.ndarray, np.ndarray]:
                            image_key=d.keys.get("image"), gt_key=d.keys.get("gt"),
                            normalize=d.normalize)
     coords = np.argwhere(scene.labels >= 0)
+    cap = cfg.protocol.active.max_pixels
+    if 0 < cap < len(coords):
+        pick = np.random.default_rng(seed).choice(len(coords), cap, replace=False)
+        coords = coords[np.sort(pick)]
     encoder = make_encoder(cfg, "pretrained" if cfg.model.checkpoint else "random")
     m = copy.deepcopy(cfg.model)
     m.freeze, m.pool = "encoder", "center"

@@ -59,6 +59,7 @@ class ActiveConfig:
     candidates: int = 4              # uncertain candidates per query, clustered for diversity
     pseudo_threshold: float = 0.95   # confidence of the weak view for a pseudo-label; 1 = off
     epochs: int = 200                # full-batch steps of the linear classifier per round
+    max_pixels: int = 0              # > 0: a seeded random subset of the labelled pixels (speed)
 
 
 @dataclass
