@@ -97,10 +97,11 @@ def run_shots(cfg) -> dict:
         summary = run(c)
         init = next(iter(summary))
         rows.setdefault(k, {})[method] = tuple(summary[init][metric])
-    result = {"task": cfg.task, "metric": metric, "seeds": list(cfg.protocol.seeds),
-              "rows": {str(k): v for k, v in rows.items()}}
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.out) / "kshot.json").write_text(json.dumps(result, indent=2))
+        result = {"task": cfg.task, "metric": metric, "seeds": list(cfg.protocol.seeds),
+                  "rows": {str(k): v for k, v in rows.items()}}
+        # written after every cell: a later cell's error (a class too small for k) keeps these
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "kshot.json").write_text(json.dumps(result, indent=2))
     return result
 
 
