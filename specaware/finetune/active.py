@@ -1,4 +1,4 @@
-"""Active learning for pixel classification on a labelled benchmark scene (HSSAL-style loop).
+"""Active learning for pixel classification (.mat benchmark) and scene classification (tiles).
 
 HSSAL (arXiv 2511.18058): start from a few labels per class; each round train, score the
 unlabelled pool, and query the samples that are uncertain (margin or entropy of the class
@@ -141,18 +141,16 @@ def run_loop(feats, labels, test, cfg: ActiveConfig, seed: int, strategy: str) -
     return curve
 
 
-def pixel_features(cfg, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(features [n, d] standardised, labels [n]) of every labelled pixel of the .mat scene:
-    the frozen encoder's center token of each pixel's patch (model.pool=center)."""
-    import copy
-
-    from torch.utils.data import DataLoader
-
-    from specaware.data.collate import collate
+def _samples(cfg, seed: int):
+    """(dataset of samples, labels [n], classes, pool): every labelled pixel's patch of a .mat
+    scene (pool=center), or every tile of a `root/<class>/` folder (pool=mean)."""
+    if cfg.data.kind == "tiles":
+        from specaware.finetune.datasets.tiles import TileFolder
+        d = cfg.data
+        folder = TileFolder(d.root, d.sensor, d.wavelength, d.normalize)
+        return folder, np.asarray(folder.labels, np.int64), len(folder.class_names), "mean"
     from specaware.finetune.datasets.mat import load_benchmark
     from specaware.finetune.datasets.protocol import PixelPatches
-    from specaware.finetune.checkpoint import build_head
-    from specaware.finetune.runner import make_encoder
     d = cfg.data
     scene = load_benchmark(d.benchmark, d.image, d.gt or None, wavelength=d.wavelength or None,
                            image_key=d.keys.get("image"), gt_key=d.keys.get("gt"),
@@ -162,17 +160,30 @@ def pixel_features(cfg, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if 0 < cap < len(coords):
         pick = np.random.default_rng(seed).choice(len(coords), cap, replace=False)
         coords = coords[np.sort(pick)]
+    labels = scene.labels[coords[:, 0], coords[:, 1]].astype(np.int64)
+    return PixelPatches(scene, coords, cfg.protocol.patch), labels, scene.num_classes, "center"
+
+
+def pixel_features(cfg, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(features [n, d] standardised, labels [n]) of the samples of `_samples`: the frozen
+    encoder's pooled tokens (center token of a pixel's patch, mean over a tile)."""
+    import copy
+
+    from torch.utils.data import DataLoader
+
+    from specaware.data.collate import collate
+    from specaware.finetune.checkpoint import build_head
+    from specaware.finetune.runner import make_encoder
+    dataset, labels, classes, pool = _samples(cfg, seed)
     encoder = make_encoder(cfg, "pretrained" if cfg.model.checkpoint else "random")
     m = copy.deepcopy(cfg.model)
-    m.freeze, m.pool = "encoder", "center"
-    model = build_head("classification", encoder, scene.num_classes, m).eval()
+    m.freeze, m.pool = "encoder", pool
+    model = build_head("classification", encoder, classes, m).eval()
     model.head = torch.nn.Identity()      # the pooled feature [b, d], not logits
-    loader = DataLoader(PixelPatches(scene, coords, cfg.protocol.patch),
-                        batch_size=cfg.optim.batch_size, collate_fn=collate)
+    loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, collate_fn=collate)
     with torch.no_grad():
         feats = np.concatenate([model(b).float().numpy() for b in loader])
-    feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
-    return feats, scene.labels[coords[:, 0], coords[:, 1]].astype(np.int64)
+    return (feats - feats.mean(0)) / (feats.std(0) + 1e-6), labels
 
 
 def run_active(cfg) -> dict:
@@ -180,9 +191,10 @@ def run_active(cfg) -> dict:
     from specaware.config import ConfigError
     from specaware.finetune.datasets.tiles import stratified_split
     a = cfg.protocol.active
-    if cfg.task != "classification" or cfg.data.kind != "mat":
+    if cfg.task != "classification" or cfg.data.kind not in ("mat", "tiles"):
         raise ConfigError("protocol.active: implemented for pixel classification on a .mat "
-                          f"benchmark (data.kind=mat), not task={cfg.task} kind={cfg.data.kind}")
+                          "benchmark (data.kind=mat) and scene classification of tiles "
+                          f"(data.kind=tiles), not task={cfg.task} kind={cfg.data.kind}")
     if a.score not in ("margin", "entropy"):
         raise ConfigError(f"config key 'protocol.active.score': {a.score!r} is not margin or "
                           "entropy")

@@ -60,3 +60,27 @@ def test_finetune_active_command_writes_json_and_png(tmp_path):
     assert [p["labelled"] for p in result["summary"]["random"]] == [6, 10, 14]
     assert len(result["runs"]["active"]) == 2
     assert (out / "active.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_active_learning_on_a_tile_folder_counts_tiles(tmp_path):
+    """Scene classification: the pool is the tiles; labelled counts grow by the budget."""
+    from fixtures import write_geotiff
+
+    from specaware.config import build
+    from specaware.finetune.active import run_active
+    from specaware.finetune.config import FinetuneConfig
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["forest", "soil", "water"]):
+        (tmp_path / "tiles" / name).mkdir(parents=True)
+        for i in range(8):
+            write_geotiff(tmp_path / "tiles" / name / f"t{i}.tif",
+                          (0.1 + 0.2 * k + 0.02 * rng.normal(size=(4, 8, 8))).astype(np.float32),
+                          [450, 650, 850, 1600])
+    cfg = build(FinetuneConfig, [], [
+        "task=classification", "model.init=random", "data.kind=tiles",
+        f"data.root={tmp_path / 'tiles'}", "protocol.test_fraction=0.25", "protocol.seeds=[0]",
+        f"out={tmp_path / 'al'}", "protocol.active.rounds=2", "protocol.active.budget=3",
+        "protocol.active.initial_per_class=1", "protocol.active.epochs=20"])
+    out = run_active(cfg)
+    assert [p["labelled"] for p in out["summary"]["active"]] == [3, 6, 9]
+    assert (tmp_path / "al" / "active.png").is_file()
