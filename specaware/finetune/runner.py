@@ -123,6 +123,10 @@ def check_split(cfg: FinetuneConfig) -> None:
     test map (data.test_gt); a test map under a random split would be silently unused."""
     p, d = cfg.protocol, cfg.data
     if p.split == "kshot":
+        if d.test_gt:
+            raise ConfigError(f"data.test_gt={d.test_gt} is not read by protocol.split=kshot "
+                              "(test = every labelled pixel outside the k-shot train/val): "
+                              "drop data.test_gt")
         return
     if p.split == "random":
         if d.test_gt:

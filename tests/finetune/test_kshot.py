@@ -36,6 +36,11 @@ def test_kshot_tiles_exact_and_too_small_class_is_named():
     train, val, test = kshot_indices(labels, seed=0, k=2)
     assert np.bincount(labels[train]).tolist() == [2, 2, 2]
     assert not set(train) & set(test) and not set(val) & set(test)
+    from specaware.config import build
+    from specaware.finetune.config import FinetuneConfig
+    from specaware.finetune.runner import check_split
+    with pytest.raises(ConfigError, match="not read by protocol.split=kshot"):
+        check_split(build(FinetuneConfig, [], ["protocol.split=kshot", "data.test_gt=TS.mat"]))
     with pytest.raises(ConfigError, match="class 1 has only 2"):
         kshot_indices(np.array([0, 0, 0, 0, 1, 1]), seed=0, k=2)
 
