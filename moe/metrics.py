@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, reduce
+from einops import reduce
 from torch import Tensor
 
 MetricFn = Callable[[], dict[str, Tensor]]

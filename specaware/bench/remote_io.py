@@ -21,7 +21,6 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 
 TARGET = 0.7
 

@@ -3,7 +3,6 @@ lazy decoding identical to the codec, skipped samples counted and a loud failure
 import io
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
