@@ -24,7 +24,7 @@ EXTRAS ?= dev
 # given on the command line or in the environment, these reach launch/torch_spec.py
 export TORCH_SPEC TORCH_INDEX_URL TORCH_VERSION
 
-.PHONY: venv test test-all demo bench mutate clean-venv
+.PHONY: venv test demo bench mutate clean-venv
 
 venv: $(STAMP)
 
@@ -44,9 +44,6 @@ $(STAMP): pyproject.toml Makefile launch/torch_spec.py
 
 test: venv
 	$(BIN)/python -m pytest -q -ra
-
-test-all: venv
-	$(BIN)/python -m pytest -q -ra -m ""
 
 demo: venv
 	$(BIN)/specaware demo

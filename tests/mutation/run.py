@@ -70,8 +70,7 @@ def configure(dest: Path, files: list[str], tests: list[str]) -> list[str]:
         "source_paths": ["specaware/", "moe/"],
         "only_mutate": files,
         "pytest_add_cli_args_test_selection": tests,
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-m",
-                                "not slow and not distributed"],
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-m", "not distributed"],
         "use_git_change_detection": False,
     }
     lines = ["", "[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in section.items()]
