@@ -120,6 +120,9 @@ def run_group(group: str, args, root: Path) -> list[tuple[str, int, int, int, li
     rows = []
     for module, codes in results(dest).items():
         picked = {n: c for n, c in codes.items() if n in set(sample)}
+        if picked and all(c is None for c in picked.values()):
+            raise SystemExit(f"{group}: mutmut ran no mutant of {module} (its clean test run "
+                             f"failed?): see {root / f'{group}.log'}")
         killed = sum(c in KILLED or c in TIMEOUT for c in picked.values())
         survivors = [n for n, c in picked.items() if c in SURVIVED or c in NO_TESTS or c is None]
         rows.append((module, len(picked), killed, len(survivors),
