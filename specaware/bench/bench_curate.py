@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from specaware.bench.demo_data import demo_folder
 from specaware.config import build
 from specaware.data.prune import prune_shards
 from specaware.data.shard import read_manifest
@@ -69,11 +70,7 @@ def main() -> int:
     args = parser.parse_args()
     steps, seeds = (10, args.seeds[:1]) if args.quick else (args.steps, args.seeds)
     with tempfile.TemporaryDirectory() as tmp:
-        demo = args.demo
-        if demo is None:
-            demo = Path(tmp) / "demo"
-            subprocess.run([sys.executable, "-m", "specaware.cli", "demo", "--quick", "--out",
-                            str(demo)], check=True, stdout=subprocess.DEVNULL)
+        demo = demo_folder(args.demo, Path(tmp))
         shards, work = demo / "data" / "shards", Path(tmp)
         rows = []
         for arm, keys in keys_files(shards, work, 0).items():

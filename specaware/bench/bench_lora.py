@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from specaware.bench.demo_data import demo_folder
 from specaware.config import build
 from specaware.demo import downstream
 from specaware.demo.plan import CONFIG_DIR, QUICK
@@ -72,11 +72,7 @@ def main() -> int:
     args = parser.parse_args()
     seeds = args.seeds[:1] if args.quick else args.seeds
     with tempfile.TemporaryDirectory() as tmp:
-        demo = args.demo
-        if demo is None:
-            demo = Path(tmp) / "demo"
-            subprocess.run([sys.executable, "-m", "specaware.cli", "demo", "--quick", "--out",
-                            str(demo)], check=True, stdout=subprocess.DEVNULL)
+        demo = demo_folder(args.demo, Path(tmp))
         sensor, tile, epochs = _demo_settings(demo)
         rows = measure(demo, Path(tmp) / "runs", seeds, tile, epochs, sensor)
     print(f"demo {demo}: {sensor}, seeds {seeds}, pretrained encoder; test metric mean ± std")
