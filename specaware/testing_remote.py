@@ -60,12 +60,19 @@ class _Handler(SimpleHTTPRequestHandler):
         self.end_headers()
         return True
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+    def _served_file(self) -> Path | None:
+        """The file the request names, or None once a fault or a 404 has been answered."""
         if self._fault():
-            return
+            return None
         file = Path(self.translate_path(self.path))
         if not file.is_file():
             self._status(404)
+            return None
+        return file
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        file = self._served_file()
+        if file is None:
             return
         self.send_response(200)
         self.send_header("Accept-Ranges", "bytes")
@@ -73,11 +80,8 @@ class _Handler(SimpleHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self) -> None:  # noqa: N802
-        if self._fault():
-            return
-        file = Path(self.translate_path(self.path))
-        if not file.is_file():
-            self._status(404)
+        file = self._served_file()
+        if file is None:
             return
         size = file.stat().st_size
         found = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
