@@ -27,6 +27,7 @@ import numpy as np
 
 from specaware.data.sample import WAVELENGTH_RANGE_NM
 from specaware.sensors import Sensor, UnknownSensorError, get_sensor
+from specaware.units import MICROMETRE_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def unit_factor(units: str | None, values, where: str) -> float:
         raise RasterMetadataError(f"{where}: wavelength units '{units}' are not supported; "
                                   f"use Nanometers or Micrometers")
     peak = float(np.nanmax(values)) if len(values) else 0.0
-    factor = 1000.0 if peak < 30.0 else 1.0  # nothing we read is below 30 nm or above 30 um
+    factor = 1000.0 if peak < MICROMETRE_LIMIT else 1.0  # specaware/units.py
     log.info("%s: wavelength units not given; values up to %g read as %s", where, peak,
              "micrometres" if factor == 1000.0 else "nanometres")
     return factor

@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 
 from specaware.model.tracing import is_tracing
+from specaware.units import MICROMETRE_LIMIT
 
 log = logging.getLogger(__name__)
 
-MICROMETRE_LIMIT = 30.0
 _noted: set[str] = set()
 
 
