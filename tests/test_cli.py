@@ -23,6 +23,14 @@ def test_version_flag_prints_the_package_version(capsys):
     assert capsys.readouterr().out.strip() == f"specaware {__version__}"
 
 
+def test_python_dash_m_is_the_same_command(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "specaware", "sensors", "landsat-9"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "landsat-9" in done.stdout and "nm" in done.stdout.lower()
+
+
 def test_top_level_help_has_one_line_per_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
