@@ -4,8 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from specaware.finetune.metrics import (change_metrics, classification_metrics, confusion_matrix,
-                                        summarize)
+from specaware.finetune.metrics import (HEADLINE, change_metrics, classification_metrics,
+                                        confusion_matrix, format_mean_std, kappa,
+                                        save_confusion_csv, summarize, task_metrics)
 
 # rows = reference, columns = predicted
 CM = np.array([[5, 1, 0],
@@ -92,3 +93,61 @@ def test_evaluate_accumulates_batches_and_skips_unlabelled_pixels():
                {"scores": torch.tensor([[0.0, 2.0], [2.0, 0.0]]), "label": torch.tensor([1, -1])}]
     cm, m = evaluate(Fixed(), batches, "classification", 2, torch.device("cpu"))
     assert cm.tolist() == [[1, 1], [0, 1]] and m["oa"] == pytest.approx(2 / 3)
+
+
+def test_every_key_the_reports_read_is_present():
+    # runner / kshot / demo tables read these names; a renamed key reads as a missing metric
+    assert set(classification_metrics(CM)) == {"oa", "aa", "kappa", "per_class_acc", "iou",
+                                                "miou", "f1", "mean_f1", "support"}
+    assert classification_metrics(CM)["support"] == [6, 10, 4]
+    multi = change_metrics(np.array([[50, 4, 6], [2, 10, 3], [3, 2, 20]]))
+    assert set(multi) == {"oa", "kappa", "precision", "recall", "f1", "iou", "multi_oa",
+                          "multi_aa", "multi_kappa", "multi_miou", "multi_mean_f1"}
+    assert set(change_metrics(np.array([[5, 1], [2, 3]]))) == {
+        "oa", "kappa", "precision", "recall", "f1", "iou"}
+    assert HEADLINE == {"classification": "oa", "segmentation": "miou", "change": "kappa"}
+
+
+def test_change_numbers_match_hand_computation_for_the_merged_classes():
+    cm = np.array([[50, 4, 6], [2, 10, 3], [3, 2, 20]])
+    m = change_metrics(cm)
+    # TN 50, FP 10, FN 5, TP 35 after merging classes 1 and 2
+    assert m["oa"] == pytest.approx(85 / 100)
+    assert m["precision"] == pytest.approx(35 / 45) and m["recall"] == pytest.approx(35 / 40)
+    assert m["iou"] == pytest.approx(35 / 50)
+    full = classification_metrics(cm)
+    assert m["multi_kappa"] == pytest.approx(full["kappa"])
+    assert m["multi_miou"] == pytest.approx(full["miou"])
+    assert m["multi_mean_f1"] == pytest.approx(full["mean_f1"])
+
+
+def test_task_metrics_picks_the_change_numbers_only_for_change():
+    cm = np.array([[5, 1], [2, 3]])
+    assert task_metrics(cm, "change") == change_metrics(cm)
+    assert task_metrics(cm, "segmentation") == classification_metrics(cm)
+
+
+def test_kappa_of_an_empty_matrix_is_nan_and_of_a_single_class_is_one():
+    assert math.isnan(kappa(np.zeros((2, 2))))
+    assert kappa(np.array([[7, 0], [0, 0]])) == 1.0       # p_e = 1: chance explains it all
+    assert math.isnan(classification_metrics(np.zeros((2, 2), dtype=int))["miou"])
+
+
+def test_summary_cells_are_percent_by_default():
+    assert format_mean_std(0.9123, 0.0051) == "91.23 ± 0.51"
+    assert format_mean_std(0.9123, 0.0051, percent=False) == "0.91 ± 0.01"
+    assert format_mean_std(float("nan"), 0.0) == "nan"
+    assert summarize([]) == {}
+
+
+def test_confusion_csv_has_named_reference_rows_and_predicted_columns(tmp_path):
+    save_confusion_csv(np.array([[3, 1], [0, 2]]), tmp_path / "a.csv", ["water", "crop"])
+    assert (tmp_path / "a.csv").read_text().splitlines() == [
+        "reference\\predicted,water,crop", "water,3,1", "crop,0,2"]
+    save_confusion_csv(np.array([[1]]), tmp_path / "b.csv")
+    assert (tmp_path / "b.csv").read_text().splitlines() == ["reference\\predicted,0", "0,1"]
+
+
+def test_predictions_beyond_the_classes_count_as_the_last_class():
+    cm = confusion_matrix(np.array([5, -2]), np.array([1, 0]), 2)
+    assert cm.tolist() == [[1, 0], [0, 1]]
