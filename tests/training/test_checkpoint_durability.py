@@ -7,9 +7,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import random
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,6 +36,14 @@ class FakeEngine:
             raise self.fail
         torch.save({"module": {"w": torch.arange(4.0)}, **client_state},
                    folder / "mp_rank_00_model_states.pt")
+
+    def load_checkpoint(self, path, tag, load_optimizer_states, load_lr_scheduler_states):
+        """DeepSpeed returns (None, None) when the tag folder holds no states."""
+        states = Path(path) / tag / "mp_rank_00_model_states.pt"
+        if not states.is_file():
+            return None, None
+        self.loaded = torch.load(states, weights_only=True)
+        return str(states), self.loaded
 
 
 def _save(run_dir, step, engine=None):
@@ -120,3 +130,45 @@ def test_resume_auto_with_no_readable_checkpoint_refuses_instead_of_starting_ove
     _damage(only, "truncated")
     with pytest.raises(checkpoint.CheckpointReadError, match="none of the 1 complete"):
         checkpoint.resolve_resume("auto", tmp_path)
+
+
+def test_load_restores_weights_state_and_this_ranks_generators_in_process(tmp_path):
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    ckpt = _save(tmp_path, 5)
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    engine = FakeEngine()
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    state = checkpoint.load(engine, ckpt, ENV)
+    assert state == {"config": {"a": 1}, "step": 5}
+    assert engine.loaded["step"] == 5 and torch.equal(engine.loaded["module"]["w"],
+                                                      torch.arange(4.0))
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]
+
+
+def test_load_on_a_rank_the_checkpoint_lacks_keeps_its_fresh_seed(tmp_path, caplog):
+    # the trainer's state carries the world size (trainer.py); its Linear draws from the RNG
+    ckpt = checkpoint.save(FakeEngine(), tmp_path, 5, {"world_size": 1}, ENV)
+    engine = FakeEngine()
+    torch.manual_seed(9)
+    want = torch.rand(3)
+    torch.manual_seed(9)
+    grown = SimpleNamespace(is_main=False, rank=1, world_size=2)
+    with caplog.at_level(logging.WARNING):
+        checkpoint.load(engine, ckpt, grown)
+    assert torch.equal(torch.rand(3), want)
+    assert "written by 1 processes, resuming on 2" in caplog.text
+
+
+def test_load_of_an_empty_deepspeed_folder_says_to_delete_it(tmp_path):
+    ckpt = _save(tmp_path, 5)
+    (ckpt / checkpoint.DS_TAG / "mp_rank_00_model_states.pt").unlink()
+    with pytest.raises(RuntimeError, match="found no checkpoint in .*step_00000005/ds"):
+        checkpoint.load(FakeEngine(), ckpt, ENV)
+
+
+def test_resume_auto_with_an_empty_run_logs_a_fresh_start_naming_the_folder(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger=checkpoint.__name__):
+        assert checkpoint.resolve_resume("auto", tmp_path) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"resume auto: no complete checkpoint in {tmp_path}, fresh start"]
