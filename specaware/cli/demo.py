@@ -8,6 +8,8 @@ segmentation and change detection, each from the pretrained and from a random en
 table (task, metric, pretrained, random init) and `OUT/report/report.md` with the loss curve,
 reconstruction panels per sensor and prediction maps next to the ground truth.
 Finished stages are reused on a re-run (parameters permitting); `--fresh` redoes everything.
+`--mat DIR` then writes the demo's labelled AVIRIS-NG scenes as a .mat pixel benchmark
+(DIR/demo_scene.mat + DIR/demo_gt.mat, demo/pixel_mat.py) for configs/finetune/demo_pixels.yaml.
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--procs", type=int, help="DeepSpeed processes (default: 2 when the "
                         "machine has >= 2 cores, else 1)")
     parser.add_argument("--fresh", action="store_true", help="redo every stage")
+    parser.add_argument("--mat", type=Path, help="after the demo, write its labelled AVIRIS-NG "
+                        "scenes as a .mat pixel benchmark into this folder (demo_scene.mat, "
+                        "demo_gt.mat) for configs/finetune/demo_pixels.yaml")
     size = parser.add_argument_group("size overrides (defaults: full demo, or --quick)")
     size.add_argument("--scenes", type=int, help="synthetic scenes")
     size.add_argument("--size", type=int, help="scene side in pixels")
@@ -38,4 +43,11 @@ def main(args: argparse.Namespace) -> int:
     from specaware.demo.pipeline import run
     from specaware.demo.plan import make_plan
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return run(make_plan(args), args.out, args.fresh)
+    code = run(make_plan(args), args.out, args.fresh)
+    if code == 0 and args.mat:
+        from specaware.demo.pixel_mat import write_pixel_benchmark
+        info = write_pixel_benchmark(args.out, args.mat)
+        counts = ", ".join(f"{k} {v}" for k, v in info["labelled"].items() if v)
+        print(f"wrote {info['image']} {tuple(info['shape'])} and {info['gt']}; labelled pixels: "
+              f"{counts}")
+    return code

@@ -66,6 +66,8 @@ _HO = ("Healthy grass", "Stressed grass", "Synthetic grass", "Trees", "Soil", "W
 _LK = ("Corn", "Cotton", "Sesame", "Broad-leaf soybean", "Narrow-leaf soybean", "Rice", "Water",
        "Roads and houses", "Mixed weed")
 _CHANGE = ("no change", "change")
+_DEMO = ("water", "forest", "grassland", "dry_vegetation", "bare_soil", "rock", "built",
+         "burned")   # synth/spectra.py CLASSES
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("indian_pines", "classification", "indian_pines", "aviris-classic", 20.0,
@@ -88,6 +90,10 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
               ("WHU_Hi_HanChuan",), ("WHU_Hi_HanChuan_gt",)),
     Benchmark("whu_hi_honghu", "classification", "headwall_nano", "headwall-nano", 0.043,
               ("WHU_Hi_HongHu",), ("WHU_Hi_HongHu_gt",)),
+    # `specaware demo`'s labelled AVIRIS-NG scenes side by side (demo/pixel_mat.py); the file
+    # stores its wavelengths, so the table is never used
+    Benchmark("specaware_demo", "classification", "aviris", "aviris-ng", 5.0, ("demo_scene",),
+              ("demo_gt",), class_names=_DEMO),
     Benchmark("hermiston", "change", "hyperion", "hyperion", 30.0,
               ("T1", "HypeRvieW", "hermiston2004"), ("Binary", "label", "gt5clasesHermiston", "gt"),
               ("T2", "HypeRvieW", "hermiston2007"), "all_labelled", _CHANGE),
