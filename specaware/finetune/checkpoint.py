@@ -25,11 +25,16 @@ FORMAT = "specaware-finetune/1"
 
 
 def build_head(task: str, encoder: nn.Module, num_classes: int, m: ModelConfig) -> nn.Module:
-    """The head of `task` around `encoder` with the freezing and decoder options of `m`."""
+    """The head of `task` around `encoder` with the freezing, decoder, LoRA and prompt-token
+    options of `m`: training and `load_finetuned` build the same modules, so a checkpoint's
+    keys (`prompt_tokens.*`, LoRA factors) always have a home."""
     model = _head(task, encoder, num_classes, m)
     if model.freeze == "lora":
         from specaware.finetune.lora import apply_lora
         apply_lora(encoder, m.lora.rank, m.lora.alpha, tuple(m.lora.targets))
+    if m.prompts:
+        from specaware.finetune.prompt_tuning import attach_prompts
+        model = attach_prompts(model, task, m)
     return model
 
 

@@ -126,6 +126,9 @@ class OptimConfig:
     batch_size: int = 32              # global: split over the processes of a torchrun launch
     lr: float = 1e-3                  # head
     encoder_lr: float = 1e-4          # encoder blocks that train (partial/full)
+    # prompt tokens (model.prompts > 0); None = the head's lr. VPT tunes the prompts' rate
+    # apart from the head's (Jia et al. 2022, sec. 4.1)
+    prompt_lr: Optional[float] = None
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0

@@ -3,7 +3,9 @@
 VPT-Shallow (Jia et al., ECCV 2022, sec. 3.2) through `finetune.prompts.PromptTokens`, the same
 tokens the federated FedRSCLIP clients train. `attach_prompts` wraps a built classification head's
 encoder so that `forward_features` runs with the prompts; the encoder stays frozen and the
-tokens are registered on the head model (`prompt_tokens.*`), so they learn at the head's rate.
+tokens are registered on the head model (`prompt_tokens.*`): they learn at the head's rate, or at
+`optim.prompt_lr` when set (their own optimizer group, `train.prompt_group`). `build_head`
+attaches them whenever `model.prompts > 0`, so `load_finetuned` rebuilds the same modules.
 """
 from __future__ import annotations
 

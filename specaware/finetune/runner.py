@@ -326,9 +326,6 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int, env: DistEnv | None = No
     encoder = make_encoder(cfg, init)
     _check_patch(cfg, encoder)
     model = build_head(cfg.task, encoder, data.num_classes, cfg.model)
-    if cfg.model.prompts:
-        from specaware.finetune.prompt_tuning import attach_prompts
-        model = attach_prompts(model, cfg.task, cfg.model)
     meta = model_meta(cfg.task, data.num_classes, data.class_names, cfg.model, encoder,
                       data.data_meta)
     meta["finetune_config"] = to_dict(cfg)

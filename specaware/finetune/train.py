@@ -168,6 +168,8 @@ def _optimizer(model: nn.Module, train_loader, cfg: OptimConfig):
     """AdamW over the trainable parameter groups, its schedule, and steps per epoch."""
     params = param_groups(model, lr=cfg.lr, weight_decay=cfg.weight_decay,
                           encoder_lr=cfg.encoder_lr)
+    if cfg.prompt_lr is not None:
+        params = prompt_group(params, cfg.prompt_lr)
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
     optimizer = torch.optim.AdamW(params)
@@ -177,6 +179,23 @@ def _optimizer(model: nn.Module, train_loader, cfg: OptimConfig):
     scheduler = make_scheduler(optimizer, total_steps=total, peak=cfg.lr,
                                warmup_steps=max(1, int(total * cfg.warmup_fraction)))
     return optimizer, scheduler, steps
+
+
+def prompt_group(groups: list[dict], lr: float) -> list[dict]:
+    """`groups` with the prompt tokens (`prompt_tokens.*`, prompt_tuning.py) moved to their own
+    group "prompt" at `lr`, weight decay as their group had."""
+    out, tokens = [], {"name": "prompt", "params": [], "names": [], "lr": lr}
+    for group in groups:
+        moved = [i for i, n in enumerate(group["names"]) if n.startswith("prompt_tokens.")]
+        if moved:
+            tokens["weight_decay"] = group["weight_decay"]
+            tokens["params"] += [group["params"][i] for i in moved]
+            tokens["names"] += [group["names"][i] for i in moved]
+        keep = [i for i in range(len(group["names"])) if i not in moved]
+        if keep:
+            out.append({**group, "params": [group["params"][i] for i in keep],
+                        "names": [group["names"][i] for i in keep]})
+    return out + ([tokens] if tokens["params"] else [])
 
 
 def fit(model: nn.Module, train_loader, val_loader, task: str, num_classes: int,
