@@ -6,11 +6,15 @@ probabilities) and diverse (progressive clustering of encoder features: the most
 candidates are clustered and each cluster gives its most uncertain member); weak-to-strong
 self-training adds confident pseudo-labels (the weak view labels, the strong view learns).
 
-What this implementation trains: a linear classifier on the frozen encoder's pooled features
-(the center token of each pixel's patch), computed once; the weak view is the clean feature,
-the strong view the same feature with dropout and noise. The encoder itself is not updated per
-round (that would be a full fine-tuning per round, out of reach on CPU). The oracle is the
-benchmark's ground truth; only queried pixels are counted as labelled, never pseudo-labels.
+What trains: each round, a linear classifier on the encoder's pooled features (the center
+token of each pixel's patch, the mean over a tile) scores the pool and gives the test accuracy;
+its weak view is the clean feature, the strong view the same feature with dropout and noise.
+With `protocol.active.train=linear` (default) the encoder stays frozen and the features are
+computed once. With `train=prompt|full` the loop is closed (active_train.py): before each
+round's scoring, prompt tokens or the whole encoder are fine-tuned on the labelled samples plus
+the previous round's confident pseudo-labels (strong view of the input), and every feature is
+recomputed. The oracle is the benchmark's ground truth; only queried pixels are counted as
+labelled, never pseudo-labels.
 A random-query baseline spends the same budget from the same start. Output: OUT/active.json
 (accuracy against labelled pixels for both strategies) and OUT/active.png.
 
@@ -38,6 +42,10 @@ class Pool:
     pool: np.ndarray
     test: np.ndarray
     queried: list[int] = field(default_factory=list)
+    # the last round's pseudo-labelled pool rows, most confident first, and their labels: they
+    # train (never counted as labelled or queried)
+    pseudo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pseudo_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def start_pool(labels: np.ndarray, test: np.ndarray, per_class: int, seed: int) -> Pool:
@@ -109,11 +117,14 @@ def active_round(feats, labels, state: Pool, cfg: ActiveConfig, k: int, seed: in
     """Train on the labelled rows (+ pseudo-labels), report test accuracy, then query `budget`
     new pool rows from the oracle (`labels`). Pseudo-labels never enter `labelled`/`queried`."""
     pseudo_x = pseudo_y = None
+    pseudo = pseudo_y_sorted = np.zeros(0, np.int64)
     if cfg.pseudo_threshold < 1.0 and strategy == "active":
         weak = train_linear(feats[state.labelled], labels[state.labelled], k, cfg, seed)
         p = weak(feats[state.pool])
         sure = p.max(1) >= cfg.pseudo_threshold
         pseudo_x, pseudo_y = feats[state.pool[sure]], p[sure].argmax(1)
+        order = np.argsort(-p[sure].max(1), kind="stable")
+        pseudo, pseudo_y_sorted = state.pool[sure][order], pseudo_y[order]
     proba = train_linear(feats[state.labelled], labels[state.labelled], k, cfg, seed,
                          pseudo_x, pseudo_y)
     acc = float((proba(feats[state.test]).argmax(1) == labels[state.test]).mean())
@@ -123,17 +134,24 @@ def active_round(feats, labels, state: Pool, cfg: ActiveConfig, k: int, seed: in
     else:
         rng = np.random.default_rng(seed)
         new = rng.choice(state.pool, size=min(cfg.budget, len(state.pool)), replace=False)
+    fresh = ~np.isin(pseudo, new)          # a queried row now has its oracle label
     return Pool(np.union1d(state.labelled, new), np.setdiff1d(state.pool, new), state.test,
-                state.queried + [int(i) for i in new]), acc
+                state.queried + [int(i) for i in new], pseudo[fresh],
+                pseudo_y_sorted[fresh]), acc
 
 
-def run_loop(feats, labels, test, cfg: ActiveConfig, seed: int, strategy: str) -> list[dict]:
-    """[{"labelled": count, "queried": count, "accuracy": test OA}] after each training."""
+def run_loop(feats, labels, test, cfg: ActiveConfig, seed: int, strategy: str,
+             trainer=None) -> list[dict]:
+    """[{"labelled": count, "queried": count, "accuracy": test OA}] after each training.
+    `trainer` (active_train.RoundTrainer) closes the loop: before each round it fine-tunes on
+    the labelled rows + the last round's pseudo-labels and returns the new features."""
     k = int(labels.max()) + 1
     state = start_pool(labels, test, cfg.initial_per_class, seed)
     curve = []
     for r in range(cfg.rounds + 1):
         before = len(state.labelled)
+        if trainer is not None:
+            feats = trainer.fit_round(state.labelled, state.pseudo, state.pseudo_labels)
         nxt, acc = active_round(feats, labels, state, cfg, k, seed + r, strategy)
         curve.append({"round": r, "labelled": before, "queried": len(state.queried),
                       "accuracy": acc})
@@ -169,21 +187,23 @@ def pixel_features(cfg, seed: int) -> tuple[np.ndarray, np.ndarray]:
     encoder's pooled tokens (center token of a pixel's patch, mean over a tile)."""
     import copy
 
-    from torch.utils.data import DataLoader
-
-    from specaware.data.collate import collate
+    from specaware.finetune.active_train import pooled_features
     from specaware.finetune.checkpoint import build_head
     from specaware.finetune.runner import make_encoder
     dataset, labels, classes, pool = _samples(cfg, seed)
     encoder = make_encoder(cfg, "pretrained" if cfg.model.checkpoint else "random")
     m = copy.deepcopy(cfg.model)
-    m.freeze, m.pool = "encoder", pool
-    model = build_head("classification", encoder, classes, m).eval()
-    model.head = torch.nn.Identity()      # the pooled feature [b, d], not logits
-    loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, collate_fn=collate)
-    with torch.no_grad():
-        feats = np.concatenate([model(b).float().numpy() for b in loader])
-    return (feats - feats.mean(0)) / (feats.std(0) + 1e-6), labels
+    m.freeze, m.pool, m.prompts = "encoder", pool, 0
+    model = build_head("classification", encoder, classes, m)
+    return pooled_features(model, dataset, cfg.optim.batch_size), labels
+
+
+def closed_loop(cfg, seed: int, strategy: str, samples, test: np.ndarray) -> list[dict]:
+    """One (seed, strategy) run with the encoder fine-tuned between rounds (train=prompt|full)."""
+    from specaware.finetune.active_train import RoundTrainer
+    dataset, labels, classes, pool = samples
+    trainer = RoundTrainer(cfg, dataset, labels, classes, pool, seed)
+    return run_loop(None, labels, test, cfg.protocol.active, seed, strategy, trainer)
 
 
 def run_active(cfg) -> dict:
@@ -198,14 +218,23 @@ def run_active(cfg) -> dict:
     if a.score not in ("margin", "entropy"):
         raise ConfigError(f"config key 'protocol.active.score': {a.score!r} is not margin or "
                           "entropy")
-    out = {"budget": a.budget, "rounds": a.rounds, "score": a.score,
+    if a.train not in ("linear", "prompt", "full"):
+        raise ConfigError(f"config key 'protocol.active.train': {a.train!r} is not linear "
+                          "(frozen features), prompt or full (fine-tuned between rounds)")
+    out = {"budget": a.budget, "rounds": a.rounds, "score": a.score, "train": a.train,
            "pseudo_threshold": a.pseudo_threshold, "seeds": list(cfg.protocol.seeds),
            "runs": {"active": [], "random": []}}
-    feats, labels = pixel_features(cfg, cfg.protocol.seeds[0])
+    if a.train == "linear":
+        feats, labels = pixel_features(cfg, cfg.protocol.seeds[0])
+    else:
+        samples = _samples(cfg, cfg.protocol.seeds[0])
+        labels = samples[1]
     for seed in cfg.protocol.seeds:
         test = stratified_split(labels, seed, 0.0, cfg.protocol.test_fraction)[2]
         for strategy in ("active", "random"):
-            out["runs"][strategy].append(run_loop(feats, labels, test, a, seed, strategy))
+            curve = (run_loop(feats, labels, test, a, seed, strategy) if a.train == "linear"
+                     else closed_loop(cfg, seed, strategy, samples, test))
+            out["runs"][strategy].append(curve)
     out["summary"] = {s: _mean_curve(runs) for s, runs in out["runs"].items()}
     path = Path(cfg.out)
     path.mkdir(parents=True, exist_ok=True)

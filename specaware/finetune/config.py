@@ -59,6 +59,12 @@ class ActiveConfig:
     candidates: int = 4              # uncertain candidates per query, clustered for diversity
     pseudo_threshold: float = 0.95   # confidence of the weak view for a pseudo-label; 1 = off
     epochs: int = 200                # full-batch steps of the linear classifier per round
+    # what trains between rounds (finetune/active_train.py): linear = only the linear scorer on
+    # the frozen encoder's features; prompt | full = the k-shot method's model is fine-tuned on
+    # labelled + confident pseudo-labelled samples before each round's scoring
+    train: str = "linear"
+    train_epochs: int = 3            # fine-tuning epochs per round (train=prompt|full)
+    pseudo_max: int = 64             # most confident pseudo-labels a round's fine-tuning uses
     max_pixels: int = 0              # > 0: a seeded random subset of the labelled pixels (speed)
 
 

@@ -61,6 +61,18 @@ def kshot_pixels(labels: np.ndarray, seed: int, k: int, val_per_class: int | Non
     return Split(*coords)
 
 
+def method_model(model_cfg, method: str):
+    """A copy of `model_cfg` (ModelConfig) set up for `method`: its freeze, and prompt tokens
+    (model.prompts, or 8) for prompt tuning only. Shared by the k-shot grid and the closed
+    active-learning loop (active_train.py)."""
+    if method not in METHODS:
+        raise ConfigError(f"method {method!r} is not one of {sorted(METHODS)}")
+    m = copy.deepcopy(model_cfg)
+    m.freeze = METHODS[method]
+    m.prompts = (model_cfg.prompts or 8) if method == "prompt" else 0
+    return m
+
+
 def shot_configs(cfg) -> list[tuple[int, str, object]]:
     """(k, method, config) per grid cell: split=kshot, per_class=k, the method's freeze and
     prompt tokens, out=OUT/shot<k>/<method>."""
@@ -78,8 +90,7 @@ def shot_configs(cfg) -> list[tuple[int, str, object]]:
             c = copy.deepcopy(cfg)
             c.protocol.shots, c.protocol.split = [], "kshot"
             c.protocol.per_class, c.protocol.fraction = int(k), None
-            c.model.freeze = METHODS[method]
-            c.model.prompts = (cfg.model.prompts or 8) if method == "prompt" else 0
+            c.model = method_model(cfg.model, method)
             c.out = str(Path(cfg.out) / f"shot{k}" / method)
             cells.append((int(k), method, c))
     return cells

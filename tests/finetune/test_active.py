@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fixtures import write_export, write_indian_pines
 from test_runner import _run
 
@@ -84,3 +85,64 @@ def test_active_learning_on_a_tile_folder_counts_tiles(tmp_path):
     out = run_active(cfg)
     assert [p["labelled"] for p in out["summary"]["active"]] == [3, 6, 9]
     assert (tmp_path / "al" / "active.png").is_file()
+
+
+def _closed_loop_cfg(tmp_path, train="prompt"):
+    from specaware.config import build
+    from specaware.finetune.config import FinetuneConfig
+    (tmp_path / "export").mkdir()
+    export, _ = write_export(tmp_path / "export")
+    image, gt = write_indian_pines(tmp_path, h=12, w=12, k=3)
+    return build(FinetuneConfig, [CONFIGS / "indian_pines.yaml"], [
+        f"data.image={image}", f"data.gt={gt}", f"model.checkpoint={export}", "device=cpu",
+        "protocol.patch=16", "optim.batch_size=16", "model.prompts=2",
+        f"protocol.active.train={train}", "protocol.active.train_epochs=1",
+        "protocol.active.rounds=2", "protocol.active.budget=4",
+        "protocol.active.pseudo_threshold=0.0", "protocol.active.pseudo_max=6",
+        "protocol.active.epochs=20", "protocol.active.max_pixels=60"])
+
+
+def test_closed_loop_tunes_features_between_rounds_and_counts_only_queries(tmp_path):
+    """train=prompt: features change from round to round (the encoder's prompts train on
+    labelled + pseudo-labelled pixels); still exactly B queried per round, pseudo-labels drawn
+    from the pool only and never counted, the frozen encoder weights untouched."""
+    import torch
+
+    from specaware.finetune.active import _samples
+    from specaware.finetune.active_train import RoundTrainer
+    cfg = _closed_loop_cfg(tmp_path)
+    samples = _samples(cfg, 0)
+    labels = samples[1]
+    test = np.arange(0, len(labels), 5)
+    trainer = RoundTrainer(cfg, *samples, seed=0)
+    encoder = {k: v.clone() for k, v in trainer.model.encoder.encoder.state_dict().items()}
+    tokens = trainer.model.prompt_tokens.groups["prompt"].detach().clone()
+    seen, fit_round = [], trainer.fit_round
+
+    def spy(labelled, pseudo, pseudo_labels):
+        assert not set(pseudo) & (set(labelled) | set(test)) and len(pseudo) == len(pseudo_labels)
+        seen.append((len(labelled), len(pseudo), fit_round(labelled, pseudo, pseudo_labels)))
+        return seen[-1][2]
+    trainer.fit_round = spy
+    curve = run_loop(None, labels, test, cfg.protocol.active, 0, "active", trainer)
+    assert [p["labelled"] for p in curve] == [6, 10, 14]
+    assert [p["queried"] for p in curve] == [0, 4, 8]
+    assert [n for n, _, _ in seen] == [6, 10, 14] and seen[1][1] > 0   # pseudo-labels trained
+    assert not np.allclose(seen[0][2], seen[1][2], atol=1e-4)
+    assert not np.allclose(seen[1][2], seen[2][2], atol=1e-4)
+    assert not torch.allclose(trainer.model.prompt_tokens.groups["prompt"], tokens)
+    now = trainer.model.encoder.encoder.state_dict()
+    assert all(torch.equal(now[k], v) for k, v in encoder.items())
+
+
+def test_closed_loop_command_writes_the_mode_and_rejects_an_unknown_one(tmp_path):
+    from specaware.config import ConfigError
+    from specaware.finetune.active import run_active
+    cfg = _closed_loop_cfg(tmp_path, train="full")
+    cfg.out, cfg.protocol.seeds, cfg.protocol.active.rounds = str(tmp_path / "al"), [0], 1
+    out = run_active(cfg)
+    assert out["train"] == "full"
+    assert [p["labelled"] for p in out["summary"]["random"]] == [6, 10]
+    cfg.protocol.active.train = "lora"
+    with pytest.raises(ConfigError, match="protocol.active.train"):
+        run_active(cfg)
