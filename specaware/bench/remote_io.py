@@ -3,8 +3,8 @@ loopback HTTP server and a loopback S3 server (moto), against the same shards re
 side by side in one run; then `specaware shard` reading a tiled GeoTIFF over HTTP / S3 against
 the same file on disk.
 
-Servers run in their own processes (python -m http.server, moto_server) on 127.0.0.1, so they
-do not share the benchmark's GIL; they are stopped at the end. Loopback has no latency or
+Servers run in their own processes (specaware.testing_remote's HTTP server, moto_server) on
+127.0.0.1, so they do not share the benchmark's GIL; they are stopped at the end. Loopback has no latency or
 bandwidth limit worth the name: the ratios measure what the remote path costs in CPU
 (HTTP parsing, tar streaming, copies out of the socket), not what a WAN link would cost.
 Target: remote / local >= 0.7 for the train stream at 2 workers.
@@ -47,6 +47,15 @@ def serve(command: list[str], url: str):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def serve_http(root: Path):
+    """testing_remote.http_server for `root` in its own process (keep-alive, range requests,
+    sendfile: python -m http.server copied every shard through 64 KiB reads and writes in
+    Python, and that CPU, on the loader's own cores, was counted against the remote side)."""
+    port = _free_port()
+    return serve([sys.executable, __file__, "serve", str(root), str(port)],
+                 f"http://127.0.0.1:{port}/")
 
 
 def _free_port() -> int:
@@ -112,10 +121,7 @@ def run_remote(args, write_shards, eval_rate, train_rates) -> int:
               f"median of {args.repeats} passes; servers on 127.0.0.1 in their own processes")
         eval_rate(root / "set", args.batch_size, args.workers, tiles)  # page cache warm
         rates = {"local": loader_rates(root / "set", args, tiles, eval_rate, train_rates)}
-        port = _free_port()
-        http = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                "--directory", str(root)]
-        with serve(http, f"http://127.0.0.1:{port}/") as url:
+        with serve_http(root) as url:
             rates["https"] = loader_rates(url + "set/", args, tiles, eval_rate, train_rates)
         s3 = None
         try:
@@ -157,10 +163,8 @@ def _shard_bench(root: Path, args, s3: bool | None) -> None:
     print(f"shard writing, {size / 2**20:.0f} MiB tiled GeoTIFF (64 bands, 512 x 512, tile 64), "
           f"median of {repeats}:")
     print(f"  local file        : {local:6.2f} s   (reference)")
-    port = _free_port()
-    http = [sys.executable, __file__, "serve", str(root / "www"), str(port)]
-    with serve(http, f"http://127.0.0.1:{port}/"):
-        remote = shard_seconds(f"http://127.0.0.1:{port}/scene.tif", root / "out-http", repeats)
+    with serve_http(root / "www") as url:
+        remote = shard_seconds(url + "scene.tif", root / "out-http", repeats)
     print(f"  http://127.0.0.1  : {remote:6.2f} s   speed ratio local/remote "
           f"{local / remote:.2f}")
     if s3:

@@ -4,7 +4,7 @@
 Reading: `resolve_prefix` fetches the manifest (in the process that builds the loader); each
 DataLoader worker then streams only the shards of its own partition (stream.py decides which),
 one HTTP GET / S3 GetObject per shard, parsed member by member as the bytes arrive
-(`stream_members`), so no shard is stored on local disk. Transient failures (HTTP 429/5xx,
+(tar_stream.py), so no shard is stored on local disk. Transient failures (HTTP 429/5xx,
 resets, timeouts) are retried with exponential backoff and counted in `remote.RETRIES`; 404
 and 403 fail at once with the URL named (redacted). A stream that breaks mid-shard ends the
 shard: the loader counts its lost samples as a truncated shard (shard_reader.read_shard).
@@ -24,13 +24,12 @@ import logging
 import os
 import random
 import shutil
-import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable
 
 from specaware.data.remote import RETRIES, RemoteReadError, RetryPolicy, redact
 
@@ -216,67 +215,6 @@ def resolve_prefix(prefix: str) -> tuple[list[str], dict[str, int]]:
     manifest = read_manifest(prefix)
     counts = {s["name"]: int(s["count"]) for s in manifest["shards"]}
     return [join(prefix, s["name"]) for s in manifest["shards"]], counts
-
-
-BLOCK = 512  # tar block size
-
-
-def _read_exact(stream, size: int) -> tuple[bytearray, int]:
-    """(buffer of `size` bytes, bytes actually read) straight from the socket: readinto
-    writes into the buffer that becomes the sample's pixels (no intermediate copies)."""
-    buffer = bytearray(size)
-    view, got = memoryview(buffer), 0
-    while got < size:
-        n = stream.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    return buffer, got
-
-
-def _pax_path(data: bytes) -> str | None:
-    for record in data.decode("utf-8", "surrogateescape").split("\n"):
-        _, _, field = record.partition(" ")
-        if field.startswith("path="):
-            return field[len("path="):]
-    return None
-
-
-def stream_members(url: str, policy: RetryPolicy | None = None
-                   ) -> Iterator[tuple[str, str, int, int, bytearray]]:
-    """(key, extension, 0, size, payload) of each regular member of the tar at `url`, read as
-    the bytes arrive (same tuples as shard_reader._members, offset into `payload`).
-
-    The tar headers are parsed here (tarfile's stream mode copies every byte through its own
-    buffer, which halved the remote train stream); GNU long names and pax paths are honoured.
-    """
-    from specaware.data.shard_reader import _CutMember
-
-    with open_stream(url, policy) as response:
-        stream = getattr(response, "_raw_stream", response)  # boto3: its urllib3 response
-        long_name = None
-        while True:
-            header, got = _read_exact(stream, BLOCK)
-            if got < BLOCK:
-                if got:
-                    raise EOFError(f"the response ended inside a tar header ({got} bytes)")
-                return  # no end-of-archive blocks: read_shard counts missing samples
-            if not any(header):
-                return  # end-of-archive marker
-            info = tarfile.TarInfo.frombuf(bytes(header), "utf-8", "surrogateescape")
-            name, long_name = long_name or info.name, None
-            key, _, ext = Path(name).name.partition(".")
-            payload, got = _read_exact(stream, info.size)
-            if got != info.size:
-                raise _CutMember(key, f"member {name}: {got} of {info.size} bytes arrived; "
-                                 f"the response was cut short")
-            _read_exact(stream, -info.size % BLOCK)  # padding to the next header
-            if info.type == tarfile.GNUTYPE_LONGNAME:
-                long_name = payload.rstrip(b"\0").decode("utf-8", "surrogateescape")
-            elif info.type == tarfile.XHDTYPE:
-                long_name = _pax_path(bytes(payload))
-            elif info.isreg():
-                yield key, ext.lower(), 0, info.size, payload
 
 
 # --------------------------------------------------------------------------- writing

@@ -14,7 +14,7 @@ import logging
 import mmap
 import tarfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,13 +266,15 @@ def _members(path: str) -> Iterator[tuple[str, str, int, int, mmap.mmap]]:
                 yield key, ext.lower(), info.offset_data, info.size, buffer
 
 
-def read_shard(path: str, stats: SkipStats, expected: int | None = None
-               ) -> Iterator[dict[str, Any]]:
+def read_shard(path: str, stats: SkipStats, expected: int | None = None,
+               members: Iterable[tuple] | None = None) -> Iterator[dict[str, Any]]:
     """Samples {"__key__", "__url__", "npy": array view, "json": bytes} of one tar shard.
 
     Members of one key are consecutive (the shard writer guarantees it). A sample with a
     missing or corrupt member is yielded with "__broken__" (the reason), for the decode stage to
     count; an unreadable or truncated tar (fewer samples than `expected`) is counted here.
+    `members`: the shard's members already being received (tar_stream.read_ahead), else they
+    are read here (a local file memory-mapped, a remote one streamed).
     """
     name, current, produced = Path(path).name, None, 0
 
@@ -284,11 +286,13 @@ def read_shard(path: str, stats: SkipStats, expected: int | None = None
             sample["__broken__"] = f"incomplete sample: no .{missing[0]} member"
         return sample
 
-    from specaware.data import object_store
+    from specaware.data import object_store, tar_stream
 
-    members = object_store.stream_members if object_store.is_store_url(path) else _members
+    if members is None:
+        members = (tar_stream.stream_members if object_store.is_store_url(path)
+                   else _members)(path)
     try:
-        for key, ext, offset, size, buffer in members(path):
+        for key, ext, offset, size, buffer in members:
             if current is not None and key != current["__key__"]:
                 yield finish(current)
                 current = None

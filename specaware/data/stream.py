@@ -53,6 +53,7 @@ from specaware.data.shard_reader import (  # noqa: F401 - re-exported: the loade
     LazyCube, SkipRateError, SkipStats, decode_eager, decode_lazy, missing_shards, read_shard,
     resolve_shard_set, resolve_source)
 from specaware.data.codec import SampleMetadataError
+from specaware.data.tar_stream import read_ahead
 from specaware.data.views import ViewConfig, apply_views
 
 log = logging.getLogger(__name__)
@@ -132,12 +133,12 @@ class _Worker:
         unreadable or truncated shard). The losses travel through the shuffle buffer like
         samples and are counted in `decode`, at the same point as the good samples: counted
         here, a 2000-sample buffer made 2 % of lost data read as 17 % (good samples still
-        sat in the buffer, uncounted)."""
+        sat in the buffer, uncounted). Remote shards are received by a thread ahead of the
+        decoding, the next one while the current one is decoded (tar_stream.read_ahead)."""
         position = 0
-        for item in urls:
-            url = item["url"]
+        for url, members in read_ahead(item["url"] for item in urls):
             losses = _Losses()
-            for raw in read_shard(url, losses, self.spec.counts.get(Path(url).name)):
+            for raw in read_shard(url, losses, self.spec.counts.get(Path(url).name), members):
                 position += 1
                 if self.sample_split and (position - 1) % self.count != self.index:
                     continue

@@ -137,7 +137,7 @@ def test_streamed_tar_members_match_tarfile_including_long_names(tmp_path, fmt):
     import io
     import tarfile
 
-    from specaware.data.object_store import stream_members
+    from specaware.data.tar_stream import stream_members
 
     long_key = "k" * 120   # beyond ustar's 100-character name field for gnu / pax
     names = ["a.npy", "a.json", f"{long_key}.npy"] if fmt != "ustar" else ["a.npy", "a.json"]
