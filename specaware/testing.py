@@ -2,7 +2,8 @@
 and users writing their own tests build scenes and shards with these.
 
 Scenes:  synthetic_cube, write_geotiff (wavelengths as band tags / GDAL IMAGERY / ENVI domain,
-         nm or micrometres), write_envi (raw cube + hand-written .hdr, as real ENVI files come).
+         nm or micrometres), write_envi (raw cube + hand-written .hdr, as real ENVI files come),
+         write_emit_nc / write_prisma_he5 (those products' HDF5 layouts, band axis not first).
 Shards:  write_tiny_shards (a few tar shards + manifest via the real codec and writer),
          corrupt_shard (truncate a tar or garble a member).
 Keep everything tiny: tests run on 2 shared CPU cores.
@@ -134,6 +135,54 @@ def write_envi(path, cube: np.ndarray, *, wavelength=None, fwhm=None, units: str
         if fwhm is not None:
             lines.append("fwhm = {" + _fmt(np.asarray(fwhm) * factor) + "}")
     path.with_suffix(".hdr").write_text("\n".join(lines) + "\n" + extra_header)
+    return path
+
+
+def write_emit_nc(path, cube: np.ndarray, *, wavelength, fwhm, fill: float = -9999.0,
+                  variable: str = "reflectance") -> Path:
+    """An EMIT L2A-style NetCDF4/HDF5 file (h5py): `variable` (downtrack, crosstrack, bands)
+    float32 with `_FillValue`, `sensor_band_parameters/{wavelengths,fwhm,good_wavelengths}`
+    in nm, a `location` group; `cube` is [C, H, W] (NaN pixels are written as `fill`)."""
+    import h5py
+
+    path = Path(path)
+    data = np.where(np.isnan(cube), np.float32(fill), cube).astype(np.float32)
+    with h5py.File(path, "w") as h5:
+        h5.attrs["title"] = "EMIT L2A Estimated Surface Reflectance (specaware test file)"
+        h5.create_dataset(variable, data=data.transpose(1, 2, 0), chunks=True)
+        h5[variable].attrs["_FillValue"] = np.float32(fill)
+        params = h5.create_group("sensor_band_parameters")
+        params["wavelengths"] = np.asarray(wavelength, np.float32)
+        params["fwhm"] = np.asarray(fwhm, np.float32)
+        params["good_wavelengths"] = np.ones(len(wavelength), np.float32)
+        location = h5.create_group("location")
+        location["lat"] = np.zeros(cube.shape[1:], np.float64)
+        location["lon"] = np.zeros(cube.shape[1:], np.float64)
+    return path
+
+
+def write_prisma_he5(path, vnir: np.ndarray, swir: np.ndarray, *, cw_vnir, fwhm_vnir, cw_swir,
+                     fwhm_swir, level: str = "L2D", scale=((0.0, 1.0), (0.0, 1.0))) -> Path:
+    """A PRISMA-style HE5 file (h5py): uint16 `VNIR_Cube` / `SWIR_Cube` stored (rows, bands,
+    cols) under HDFEOS/SWATHS/PRS_<level>_HCO/Data Fields, centres / FWHM in nm as root
+    attributes List_Cw_* / List_Fwhm_* (in cube band order; 0 = no data), L2 scaling
+    attributes L2Scale<Vnir|Swir>Min/Max from `scale` ((min, max) per arm). `vnir` and `swir`
+    are [C, H, W] digital numbers."""
+    import h5py
+
+    path = Path(path)
+    with h5py.File(path, "w") as h5:
+        fields = h5.create_group(f"HDFEOS/SWATHS/PRS_{level}_HCO/Data Fields")
+        for arm, cube, cw, fwhm, (low, high) in (("Vnir", vnir, cw_vnir, fwhm_vnir, scale[0]),
+                                                 ("Swir", swir, cw_swir, fwhm_swir, scale[1])):
+            fields.create_dataset(f"{arm.upper()}_Cube", data=cube.astype(np.uint16)
+                                  .transpose(1, 0, 2), chunks=True)
+            h5.attrs[f"List_Cw_{arm}"] = np.asarray(cw, np.float32)
+            h5.attrs[f"List_Fwhm_{arm}"] = np.asarray(fwhm, np.float32)
+            h5.attrs[f"List_Cw_{arm}_Flags"] = (np.asarray(cw) > 0).astype(np.int8)
+            h5.attrs[f"L2Scale{arm}Min"] = np.float32(low)
+            h5.attrs[f"L2Scale{arm}Max"] = np.float32(high)
+        h5.attrs["Product_ID"] = f"PRS_{level}_HCO"
     return path
 
 

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # Strips larger than this are read tile by tile instead (very wide scenes with many bands).
 MAX_STRIP_BYTES = 256 * 2**20
+CUBE_SUFFIXES = (".nc", ".nc4", ".h5", ".he5", ".hdf5")  # may hold an EMIT / PRISMA cube
 
 
 @dataclass
@@ -115,6 +116,9 @@ def open_scene(path, *, sensor: str | None = None, level: str | None = None,
     keys: the running command's flags / config keys, named in error messages.
     """
     path = str(path) if is_remote(path) else Path(path)
+    if str(path).lower().endswith(CUBE_SUFFIXES) and not is_remote(path):
+        from specaware.data.h5_cubes import cube_name
+        path = cube_name(path) or path  # EMIT / PRISMA products (data/h5_cubes.py)
     where = display_url(path)
     with open_raster(path) as src:
         cat = resolve_sensor(src, sensor)

@@ -247,6 +247,11 @@ def open_raster(path, policy: RetryPolicy | None = None):
     import rasterio
     from rasterio.errors import RasterioIOError
 
+    from specaware.data import h5_cubes
+    if h5_cubes.is_cube_name(path):  # EMIT / PRISMA: band axis first, read with h5py
+        with h5_cubes.open_cube(str(path)) as cube:
+            yield cube
+        return
     remote = is_remote(path)
     with gdal_env(policy, remote):
         try:

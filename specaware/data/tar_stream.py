@@ -9,7 +9,8 @@ batch the reader thread receives the next ones, and the next shard's request is 
 way when the current shard ends. Without it, a worker alternated between waiting for bytes and
 decoding them; the sender stalled whenever the socket buffer (a few MiB, under one tile) was
 full. Read-ahead is bounded in bytes (`SPECAWARE_SHARD_READAHEAD_MB`, default 64, per shard,
-at least one member), so a worker holds at most two shards' worth of that in flight.
+at least one member), so a worker holds at most two shards' worth of that in flight; 0 turns
+it off (each shard is then streamed by the consumer itself, one at a time).
 """
 from __future__ import annotations
 
@@ -161,15 +162,17 @@ class ShardReadAhead:
 
 def read_ahead(urls: Iterable[str], budget: int | None = None
                ) -> Iterator[tuple[str, ShardReadAhead | None]]:
-    """(url, its ShardReadAhead, or None for a local path) for each url, with the next remote
-    shard's read started when the current one is handed out. Shards not consumed when the
+    """(url, its ShardReadAhead, or None for a local path or a zero budget) for each url, with
+    the next remote shard's read started when the current one is handed out. Shards not consumed when the
     caller stops are closed."""
     from specaware.data.object_store import is_store_url
 
+    budget = readahead_bytes() if budget is None else budget
     opened: list[tuple[str, ShardReadAhead | None]] = []  # at most the next shard
     try:
         for url in urls:
-            opened.append((url, ShardReadAhead(url, budget) if is_store_url(url) else None))
+            ahead = is_store_url(url) and budget > 0  # 0: read in the consumer, no thread
+            opened.append((url, ShardReadAhead(url, budget) if ahead else None))
             if len(opened) == 2:
                 yield opened.pop(0)
         while opened:
