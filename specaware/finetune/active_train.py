@@ -20,7 +20,10 @@ Letters: n samples, d feature width, c bands, p patch side.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -28,6 +31,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from specaware.data.collate import collate, to_device
+
+log = logging.getLogger(__name__)
 
 
 class Rows(Dataset):
@@ -110,6 +115,9 @@ class RoundTrainer:
         val = DataLoader(parts[0], batch_size=bs, collate_fn=collate)
         optim = replace(copy.deepcopy(self.cfg.optim), epochs=a.train_epochs,
                         patience=a.train_epochs + 1)
-        fit(self.model, train, val, "classification", self.classes, optim, self.device,
-            progress=False)
+        with contextlib.redirect_stdout(io.StringIO()) as epochs:   # fit's per-epoch lines
+            fit(self.model, train, val, "classification", self.classes, optim, self.device,
+                progress=False)
+        log.debug("round fine-tuning (%d labelled, %d pseudo): %s", len(labelled),
+                  min(len(pseudo), a.pseudo_max), epochs.getvalue().strip())
         return self.features()
