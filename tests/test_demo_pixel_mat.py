@@ -65,3 +65,18 @@ def test_a_demo_without_the_sensor_names_what_it_holds(tmp_path):
 
 def test_the_benchmark_class_names_are_the_synthetic_classes():
     assert get_benchmark("specaware_demo").class_names == CLASSES
+
+
+def test_demo_mat_flag_writes_the_benchmark_after_the_demo(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    import specaware.demo.pipeline as pipeline
+    from specaware.cli import demo as cli
+    demo = _fake_demo(tmp_path / "demo", [np.array([[0, 4], [4, 6]])])
+    monkeypatch.setattr(pipeline, "run", lambda plan, out, fresh: 0)   # stages already done
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--out", str(demo), "--mat", str(tmp_path / "px")])
+    assert cli.main(args) == 0
+    assert (tmp_path / "px" / "demo_scene.mat").is_file()
+    assert "labelled pixels: bare_soil 2, built 1\n" in capsys.readouterr().out   # (0, 0) nodata
