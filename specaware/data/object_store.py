@@ -3,7 +3,8 @@
 
 Reading: `resolve_prefix` fetches the manifest (in the process that builds the loader); each
 DataLoader worker then streams only the shards of its own partition (stream.py decides which),
-one HTTP GET / S3 GetObject per shard, parsed member by member as the bytes arrive
+one HTTP GET / S3 GetObject per shard, opened through webdataset's `gopen` scheme table with
+this module's opener registered for s3/http/https (`register_gopen`), parsed member by member as the bytes arrive
 (tar_stream.py), so no shard is stored on local disk. Transient failures (HTTP 429/5xx,
 resets, timeouts) are retried with exponential backoff and counted in `remote.RETRIES`; 404
 and 403 fail at once with the URL named (redacted). A stream that breaks mid-shard ends the
@@ -154,6 +155,33 @@ def open_stream(url: str, policy: RetryPolicy | None = None) -> BinaryIO:
         return with_retries(url, lambda: s3_client(policy).get_object(Bucket=bucket, Key=key)
                             ["Body"], policy)
     return with_retries(url, lambda: urllib.request.urlopen(url, timeout=policy.timeout), policy)
+
+
+GOPEN_SCHEMES = ("s3", "http", "https")
+
+
+def gopen_store(url: str, mode: str = "rb", bufsize: int = 8192,
+                policy: RetryPolicy | None = None, **_) -> BinaryIO:
+    """webdataset `gopen` handler for s3:// and http(s):// (`register_gopen`): open_stream,
+    so a 404/403 is one RemoteReadError line naming the URL and transient errors are retried
+    and counted. webdataset's own http(s) handler pipes `curl -f` and reports a 404 only as
+    curl's exit status 22 (a `ReadError('empty file', ...)` in a WebDataset pipeline), and it
+    has no s3 handler at all. `bufsize` is webdataset's pipe buffer, unused here."""
+    if not mode.startswith("r"):
+        raise ValueError(f"{redact(url)}: specaware opens shards for reading only; write a "
+                         f"shard set with `specaware shard ... --out s3://BUCKET/PREFIX/`")
+    return open_stream(url, policy)
+
+
+def register_gopen() -> None:
+    """Make webdataset's scheme table (`webdataset.gopen.gopen_schemes`) open s3:// and
+    http(s):// with `gopen_store`. The loader calls it in the process that streams (DataLoader
+    workers, or the main process with num_workers=0); other `wds.WebDataset` pipelines in that
+    process then get the same opener instead of webdataset's curl pipe."""
+    from webdataset.gopen import gopen_schemes  # (webdataset.gopen is also a function)
+
+    for scheme in GOPEN_SCHEMES:
+        gopen_schemes[scheme] = gopen_store
 
 
 def read_bytes(url: str, policy: RetryPolicy | None = None) -> bytes:

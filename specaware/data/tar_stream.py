@@ -55,13 +55,18 @@ def stream_members(url: str, policy: RetryPolicy | None = None) -> Iterator[Memb
     """(key, extension, 0, size, payload) of each regular member of the tar at `url`, read as
     the bytes arrive (same tuples as shard_reader._members, offset into `payload`).
 
-    The tar headers are parsed here (tarfile's stream mode copies every byte through its own
+    The stream is opened by webdataset's `gopen` (its URL rewriting and scheme table, with
+    object_store's opener registered for s3/http/https). The tar headers are parsed here
+    (tarfile's stream mode copies every byte through its own
     buffer, which halved the remote train stream); GNU long names and pax paths are honoured.
     """
-    from specaware.data.object_store import open_stream
+    from webdataset.gopen import gopen
+
+    from specaware.data.object_store import register_gopen
     from specaware.data.shard_reader import _CutMember
 
-    with open_stream(url, policy) as response:
+    register_gopen()  # webdataset's scheme table -> object_store.gopen_store (in this process)
+    with gopen(url, policy=policy) as response:
         stream = getattr(response, "_raw_stream", response)  # boto3: its urllib3 response
         long_name = None
         while True:

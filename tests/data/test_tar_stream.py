@@ -82,3 +82,43 @@ def test_a_missing_shard_is_raised_in_the_consumer_naming_the_url(tmp_path):
 
 def test_local_paths_are_handed_through_unopened(tmp_path):
     assert list(read_ahead([str(tmp_path / "x.tar")])) == [(str(tmp_path / "x.tar"), None)]
+
+
+def test_webdataset_gopen_opens_store_urls_and_says_404_in_one_line(tmp_path):
+    from webdataset.gopen import gopen, gopen_schemes
+
+    from specaware.data.object_store import gopen_store, register_gopen
+
+    register_gopen()
+    assert all(gopen_schemes[s] is gopen_store for s in ("s3", "http", "https"))
+    with http_server(tmp_path) as server:
+        url = server.url("missing.tar")
+        with pytest.raises(RemoteReadError) as caught:
+            gopen(url)
+    # webdataset's own curl pipe says "exit 22 (read)", or ReadError('empty file') in a pipeline
+    assert str(caught.value) == f"{url}: not found (HTTP 404); check the URL"
+
+
+def test_loader_streams_go_through_webdataset_url_rewriting(tmp_path, monkeypatch):
+    from specaware.data.tar_stream import stream_members
+
+    want = _write_tar(tmp_path / "real.tar", 2)
+    with http_server(tmp_path) as server:
+        monkeypatch.setenv("GOPEN_REWRITE", f"{server.url('mirror/')}={server.url('')}")
+        got = [(k, p.tobytes()) for k, _, _, _, p in stream_members(server.url("mirror/real.tar"))]
+    assert got == want and dict(server.gets) == {"/real.tar": 1}
+
+
+def test_a_shard_gone_after_the_start_check_is_a_counted_skip_naming_its_url(tmp_path):
+    from specaware.data.stream import make_loader
+    from specaware.testing import write_tiny_shards
+
+    write_tiny_shards(tmp_path / "set", num_shards=2, per_shard=2)
+    with http_server(tmp_path) as server:
+        loader = make_loader(server.url("set/"), mode="eval", batch_size=2, num_workers=0,
+                             max_skip_rate=1.0)
+        (tmp_path / "set" / "shard-000001.tar").unlink()  # after make_loader's HEAD check
+        tiles = sum(len(batch["meta"]) for batch in loader)
+    assert tiles == 2 and loader.stats.skipped == {"truncated or unreadable shard": 2}
+    example = loader.stats.examples[0]
+    assert f"{server.url('set/shard-000001.tar')}: not found (HTTP 404)" in example
