@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from specaware.data.codec import INT16_NODATA, SampleDecodeError, decode_sample, encode_sample
+from specaware.data.codec import (INT16_NODATA, SampleDecodeError, decode_sample, encode_sample,
+                                  make_key)
 from specaware.data.sample import SampleError, make_sample
 from specaware.testing import sensor_bands, synthetic_cube
 
@@ -97,3 +98,10 @@ def test_contract_violations_name_the_key():
                     level="L2")
     with pytest.raises(ValueError, match="dtype must be one of"):
         encode_sample(_sample(), dtype="float32")
+
+
+def test_sample_keys_keep_only_safe_characters_and_never_start_or_end_with_a_dash():
+    # webdataset cuts member names at the first dot
+    assert make_key("./AVIRIS NG.v2/", 3, 40) == "AVIRIS-NG-v2_r000003_c000040"
+    assert make_key("X-band_X", 0, 0) == "X-band_X_r000000_c000000"
+    assert make_key(" ./ ", 1, 2) == "scene_r000001_c000002"

@@ -167,3 +167,51 @@ def test_reused_storage_of_another_band_layout_leaves_no_stale_band_metadata():
         torch.testing.assert_close(second[key], plain[key], rtol=0, atol=0)
     assert second["band_mask"][1].tolist() == [True, True, False, False]
     assert not second["wavelength"][1, 2:].any() and not second["fwhm"][1, 2:].any()
+
+
+def test_pooled_views_tile_their_storage_inside_its_bounds_without_overlap():
+    # torch's set_ does not check bounds: a wrong element offset reads and writes past the end
+    batch = collate([_sample(4, "a"), _sample(3, "b")], memory=BatchMemory(count=2))
+    storage = batch["image"].untyped_storage()
+    spans = []
+    for key in ("image", "wavelength", "fwhm", "gsd", "valid", "band_mask"):
+        t = batch[key]
+        assert t.untyped_storage().data_ptr() == storage.data_ptr(), key
+        start = t.storage_offset() * t.element_size()
+        spans.append((start, start + t.numel() * t.element_size(), key))
+    spans.sort()
+    assert spans[0][0] == 0 and spans[-1][1] <= storage.nbytes()
+    for (_, end, key), (start, _, nxt) in zip(spans, spans[1:]):
+        assert end <= start, f"{key} overlaps {nxt}"
+
+
+def test_two_date_samples_give_one_batch_per_date_and_the_change_label():
+    pairs = [{"t1": _sample(5, f"{k}1"), "t2": _sample(3, f"{k}2"), "label": np.full((4, 4), i)}
+             for i, k in enumerate("ab")]
+    batch = collate(pairs)
+    assert set(batch) == {"t1", "t2", "label"}
+    assert batch["t1"]["image"].shape == (2, 5, 4, 4) and batch["t2"]["image"].shape[1] == 3
+    assert [m["key"] for m in batch["t2"]["meta"]] == ["a2", "b2"]
+    assert batch["label"].tolist() == np.stack([np.zeros((4, 4)), np.ones((4, 4))]).tolist()
+    unlabelled = collate([{"t1": _sample(2, "c1"), "t2": _sample(2, "c2")}])
+    assert set(unlabelled) == {"t1", "t2"}          # no None label to trip the loss
+
+
+def test_processing_level_travels_with_each_sample_defaulting_to_l2():
+    l1 = _sample(2, "a") | {"level": "L1"}
+    bare = _sample(2, "b")
+    bare.pop("level")
+    assert collate([l1, bare])["level"] == ["L1", "L2"]
+
+
+def test_tile_size_errors_name_every_sample_key_and_target_views_too():
+    keyless = _sample(2, "x", h=5, w=5)
+    keyless.pop("meta")
+    with pytest.raises(CollateError, match=r"\(a: \(4, 4\), \?: \(5, 5\)\)"):
+        collate([_sample(2, "a"), keyless])
+    with_target = _sample(2, "a", target_bands=2)
+    odd = _sample(2, "x", target_bands=2)
+    odd.pop("meta")
+    odd["target"] = _sample(2, "t", h=5, w=5)
+    with pytest.raises(CollateError, match=r"collate \(target\).*a: \(4, 4\), \?: \(5, 5\)"):
+        collate([with_target, odd])

@@ -171,3 +171,36 @@ def test_plain_sensor_and_level_tags_are_used_when_they_name_catalogue_entries(t
                            tags={"SPECAWARE_SENSOR": "nosuch"})
     with pytest.raises(KeyError, match="unknown sensor 'nosuch'"):
         open_scene(strict)
+
+
+def test_geographic_gsd_is_taken_at_the_scene_centre_latitude(tmp_path, cube):
+    # 40 rows of 0.5 degrees from 70 N: the centre is at 60 N, where a degree of longitude is
+    # half as long; 111 320 m and 110 574 m per degree of longitude (equator) and latitude
+    path = write_geotiff(tmp_path / "north.tif", cube, wavelength=WL, fwhm=FWHM,
+                         crs="EPSG:4326", origin=(10.0, 70.0), gsd=0.5)
+    assert cube.shape[1] == 40
+    want = (111_320.0 * 0.5 * 0.5 + 110_574.0 * 0.5) / 2
+    assert open_scene(path).gsd == pytest.approx(want, rel=1e-9)
+
+
+def test_missing_gsd_error_says_how_to_give_a_gsd_or_a_sensor(tmp_path, cube):
+    path = write_envi(tmp_path / "nogeo.img", cube, wavelength=WL, fwhm=FWHM, crs_zone=None)
+    with pytest.raises(RasterMetadataError, match="pass --gsd METRES or --sensor NAME$"):
+        open_scene(path)
+
+
+@pytest.mark.parametrize("below,reads", [(0, 1), (1, 3)])
+def test_a_strip_one_byte_over_the_limit_is_read_tile_by_tile(tmp_path, cube, monkeypatch,
+                                                                below, reads):
+    path = write_envi(tmp_path / "s.img", cube, wavelength=WL, fwhm=FWHM)
+    scene = open_scene(path)
+    strip = len(WL) * 16 * 36 * 4            # 12 bands x 16 rows x 36 columns of float32
+    monkeypatch.setattr(raster, "MAX_STRIP_BYTES", strip - below)
+    windows = []
+    real_read = raster.read_window
+    monkeypatch.setattr(raster, "read_window",
+                        lambda src, sc, w: windows.append(w) or real_read(src, sc, w))
+    with rasterio.open(path) as src:
+        tiles = list(raster.iter_strip(src, scene, 0, 16, [0, 16, 20]))
+    assert len(windows) == reads and [t.col for t in tiles] == [0, 16, 20]
+    assert max(w.width for w in windows) == (36 if reads == 1 else 16)

@@ -142,3 +142,15 @@ def test_off_size_tile_is_a_counted_skip_not_a_collate_error(tmp_path):
     cropped = make_loader(tmp_path, mode="eval", batch_size=3, num_workers=0,
                           views=ViewConfig(crop=8))
     assert len(_keys(cropped)) == 6 and cropped.stats.total_skipped == 0
+
+
+def test_a_header_that_is_not_json_is_an_undecodable_skip_saying_why(tmp_path):
+    manifest = write_tiny_shards(tmp_path, num_shards=1, per_shard=3, tile=8, max_bands=12)
+    edit_shard(tmp_path / "shard-000000.tar",
+               lambda i, ext, payload: b"{not json" if i == 1 and ext == "json" else None)
+    loader = make_loader(tmp_path, mode="eval", batch_size=2, num_workers=0, max_skip_rate=0.5)
+    assert len(_keys(loader)) == 2
+    assert loader.stats.skipped == {"undecodable sample": 1}
+    example = loader.stats.examples[0]
+    assert example.startswith(f"undecodable sample: shard-000000.tar :: "
+                              f"{manifest['tiles'][1]['key']}: JSONDecodeError: ")

@@ -100,8 +100,9 @@ def test_garbled_member_is_skipped_with_its_key(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="specaware.data.stream"):
         assert len(_keys(loader)) == 5
     assert loader.stats.skipped == {"corrupt sample": 1}
-    assert "shard-000001.tar" in loader.stats.examples[0]
     broken = manifest["tiles"][4]["key"]  # 2nd sample of the 2nd shard
+    assert loader.stats.examples[0].startswith(
+        f"corrupt sample: shard-000001.tar :: {broken}: corrupt .npy member (")
     assert any("shard-000001.tar" in r.message and broken in r.message for r in caplog.records)
 
 
@@ -155,6 +156,45 @@ def test_bad_arguments_fail_clearly(shards, tmp_path):
         make_loader(out, mode="test", batch_size=1)
     with pytest.raises(ValueError, match="rank"):
         make_loader(out, batch_size=1, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="^make_loader: `keys` is empty; curation removed"):
+        make_loader(out, batch_size=1, keys=[])
+    tars = sorted(str(p) for p in out.glob("*.tar"))
+    with pytest.raises(ValueError, match=r"need a shard dir with manifest.json \(to know which "
+                                         r"shard holds which key\)"):
+        make_loader(tars, batch_size=1, weights={"k": 1.0})
+
+
+def test_weights_that_are_zero_everywhere_stop_training_naming_the_rank(shards):
+    out, keys = shards
+    loader = make_loader(out, mode="train", batch_size=2, num_workers=0, rank=1, world_size=2,
+                         weights={k: 0.0 for k in keys})
+    with pytest.raises(ValueError, match="^rank 1: none of its 5 shards holds a sample with "
+                                         "positive curation weight$"):
+        next(iter(loader))
+
+
+def test_a_worker_reads_its_own_shards_on_one_torch_thread(shards, monkeypatch):
+    """The worker side of the stream, run in this process as DataLoader worker 1 of 2."""
+    from specaware.data.batch_memory import release_flags
+    from specaware.data.stream import ShardStream
+
+    out, _ = shards
+    spec = make_loader(out, mode="eval", batch_size=1, num_workers=2).spec
+    monkeypatch.setattr(torch.utils.data, "get_worker_info",
+                        lambda: type("Info", (), {"id": 1, "num_workers": 2})())
+    stream = ShardStream(spec, slots=2)
+    stream.flags = release_flags(4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        batches = [b for b in stream if not b.get("_final")]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert {m["shard"] for b in batches for m in b["meta"]} == {"shard-000001.tar",
+                                                               "shard-000003.tar"}
+    slots = {b.get("_slot") for b in batches} - {None}     # None: the pool was full (held)
+    assert slots == {2, 3}                                  # its own half of the flags
 
 
 def _shm_inode(tensor):
