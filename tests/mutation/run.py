@@ -12,7 +12,13 @@ For each group of core modules this script
 3. samples `--per-module` mutants per source file with a fixed seed and runs just those;
 4. prints killed / survived / not covered per module and the kill ratio, and lists each
    survivor with `mutmut show`'s diff line, so it can be killed by a test or recorded as
-   equivalent.
+   equivalent in `tests/mutation/equivalents.txt` (one line per mutant: its name, its changed
+   line and why no test can tell it from the original). A listed survivor is reported as
+   "equivalent", and the score leaves it out: killed / (sampled - equivalent). An entry whose
+   changed line no longer matches the mutant (the source moved) counts as a plain survivor.
+
+The sample is fixed by `--seed` (0) and `--per-module` (20): the same tree always runs the same
+mutants, so two runs' figures compare.
 
 Not part of `make test`: it is slow. Run `make mutate` (or `python tests/mutation/run.py
 --help`). moe/parallel.py is left out: its tests run in torchrun subprocesses, which mutmut's
@@ -31,6 +37,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+EQUIVALENTS = Path(__file__).with_name("equivalents.txt")
 
 # group -> (files to mutate, test files that check them)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
@@ -44,7 +51,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
               "specaware/data/raster.py"],
              ["tests/data/test_codec.py", "tests/data/test_collate.py",
               "tests/data/test_stream.py", "tests/data/test_raster.py",
-              "tests/data/test_skips.py", "tests/data/test_units.py"]),
+              "tests/data/test_skips.py", "tests/data/test_units.py",
+              "tests/data/test_curate.py"]),
     "metrics": (["specaware/finetune/metrics.py"], ["tests/finetune/test_metrics.py"]),
     "checkpoint": (["specaware/training/checkpoint.py"],
                    ["tests/training/test_checkpoint_files.py",
@@ -96,14 +104,33 @@ def results(dest: Path) -> dict[str, dict[str, int | None]]:
     return out
 
 
-def first_diff_line(dest: Path, name: str) -> str:
+def changed_lines(dest: Path, name: str) -> tuple[str, str]:
+    """(first removed line, first added line) of mutant `name`, stripped."""
     shown = subprocess.run([str(Path(sys.executable).parent / "mutmut"), "show", name], cwd=dest,
                            capture_output=True, text=True).stdout
     changed = [ln for ln in shown.splitlines() if re.match(r"^[+-](?![+-])", ln)]
-    return " | ".join(ln.strip() for ln in changed[:2])[:160]
+    removed = next((ln[1:].strip() for ln in changed if ln.startswith("-")), "")
+    added = next((ln[1:].strip() for ln in changed if ln.startswith("+")), "")
+    return removed, added
 
 
-def run_group(group: str, args, root: Path) -> list[tuple[str, int, int, int, list[str]]]:
+def read_equivalents(path: Path = EQUIVALENTS) -> dict[str, tuple[str, str]]:
+    """mutant name -> (its added line, reason) from `name | added line | reason` lines."""
+    out = {}
+    for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, _, rest = line.partition(" | ")
+        added, _, reason = rest.rpartition(" | ")
+        if not (name and added and reason):
+            raise SystemExit(f"{path}:{number}: expected 'mutant name | added line | reason'")
+        out[name.strip()] = (added.strip(), reason.strip())
+    return out
+
+
+def run_group(group: str, args, root: Path, equivalents: dict[str, tuple[str, str]]
+              ) -> list[tuple[str, int, int, list[str], list[str]]]:
+    """Rows (module, sampled, killed, survivor lines, equivalent lines) of one group."""
     files, tests = GROUPS[group]
     dest = root / group
     shutil.rmtree(dest, ignore_errors=True)
@@ -124,38 +151,56 @@ def run_group(group: str, args, root: Path) -> list[tuple[str, int, int, int, li
             raise SystemExit(f"{group}: mutmut ran no mutant of {module} (its clean test run "
                              f"failed?): see {root / f'{group}.log'}")
         killed = sum(c in KILLED or c in TIMEOUT for c in picked.values())
-        survivors = [n for n, c in picked.items() if c in SURVIVED or c in NO_TESTS or c is None]
-        rows.append((module, len(picked), killed, len(survivors),
-                     [f"{n}: {first_diff_line(dest, n)}" for n in survivors]))
+        survivors, equivalent = [], []
+        for n in (n for n, c in picked.items() if c in SURVIVED or c in NO_TESTS or c is None):
+            removed, added = changed_lines(dest, n)
+            listed = equivalents.get(n)
+            if listed and listed[0] == added:
+                equivalent.append(f"{n}: {listed[1]}")
+            else:
+                stale = " (listed as equivalent for another line: stale)" if listed else ""
+                survivors.append(f"{n}{stale}: - {removed} | + {added}"[:200])
+        rows.append((module, len(picked), killed, survivors, equivalent))
     return rows
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--groups", default=",".join(GROUPS), help=f"of {list(GROUPS)}")
-    ap.add_argument("--per-module", type=int, default=40, help="mutants sampled per module")
+    ap.add_argument("--per-module", type=int, default=20, help="mutants sampled per module")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--children", type=int, default=2, help="parallel mutant processes")
     ap.add_argument("--workdir", default="/tmp/specaware-mutate")
     args = ap.parse_args()
     root = Path(args.workdir)
     root.mkdir(parents=True, exist_ok=True)
-    total_k = total_n = 0
+    equivalents = read_equivalents()
+    total = {"sampled": 0, "killed": 0, "equivalent": 0}
     t0 = time.perf_counter()
     for group in args.groups.split(","):
-        rows = run_group(group, args, root)
-        for module, n, killed, survived, survivors in rows:
-            total_k, total_n = total_k + killed, total_n + n
-            ratio = f"{killed / n:.0%}" if n else "-"
-            print(f"{module:<40} sampled {n:>3}  killed {killed:>3}  survived {survived:>3}  "
-                  f"kill ratio {ratio}", flush=True)
+        for module, n, killed, survivors, equivalent in run_group(group, args, root, equivalents):
+            total["sampled"] += n
+            total["killed"] += killed
+            total["equivalent"] += len(equivalent)
+            print(f"{module:<40} sampled {n:>3}  killed {killed:>3}  survived "
+                  f"{len(survivors) + len(equivalent):>3} (equivalent {len(equivalent)})  "
+                  f"score {score(killed, n, len(equivalent))}", flush=True)
             for line in survivors:
                 print(f"    survivor {line}")
-    if total_n:
-        print(f"\ncore: killed {total_k} of {total_n} sampled mutants = {total_k / total_n:.1%} "
-              f"(seed {args.seed}, {args.per_module} per module, "
-              f"{time.perf_counter() - t0:.0f} s)")
+            for line in equivalent:
+                print(f"    equivalent {line}")
+    n, k, e = total["sampled"], total["killed"], total["equivalent"]
+    if n:
+        print(f"\ncore: sampled {n}, killed {k}, survived {n - k}, of which {e} listed as "
+              f"equivalent ({EQUIVALENTS.name}); score killed / (sampled - equivalent) = "
+              f"{score(k, n, e)}, raw kill ratio {k / n:.1%} (seed {args.seed}, "
+              f"{args.per_module} per module, {time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+def score(killed: int, sampled: int, equivalent: int) -> str:
+    live = sampled - equivalent
+    return f"{killed}/{live} = {killed / live:.1%}" if live else "-"
 
 
 if __name__ == "__main__":
