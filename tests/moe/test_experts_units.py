@@ -40,3 +40,11 @@ def test_shard_holds_exactly_the_ranks_experts():
             x = torch.randn(2, 3, 6)                       # [e_local, s, d]
             every = bank(torch.cat([x, x]))                # each of the 4 experts on x
             torch.testing.assert_close(shard(x), every[2 * rank:2 * rank + 2])
+
+
+def test_dense_swiglu_has_no_biases_so_it_matches_one_expert_in_size():
+    d, h = 6, 5
+    dense = sum(p.numel() for p in DenseMLP(d, h, "swiglu").parameters())
+    expert = sum(p.numel() for p in SwiGLUExperts(1, d, h).parameters())
+    assert dense == expert == 3 * d * h
+    assert sum(p.numel() for p in DenseMLP(d, h, "mlp").parameters()) == 2 * d * h + h + d

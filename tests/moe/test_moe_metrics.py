@@ -92,3 +92,17 @@ def test_expert_load_of_a_trained_like_router_matches_a_per_token_count():
     want = per_token.mean(0)
     assert float(want.max() - want.min()) > 0.1                     # really uneven
     torch.testing.assert_close(metrics["expert_load"], want, atol=1e-6, rtol=1e-5)
+
+
+def test_dispatch_entropy_norm_divides_by_log_of_each_samples_real_tokens():
+    """Two real tokens and a padded one; slot 0 takes 3/4 and 1/4 of them, slot 1 half each:
+    the entropy is normalised by log 2 (two real tokens), not by log 3 (the padded length)."""
+    from moe.metrics import soft_moe_metrics
+    dispatch = torch.tensor([[[0.75, 0.5], [0.25, 0.5], [0.0, 0.0]]])     # [b, n, m]
+    combine = torch.full((1, 3, 2), 0.5)
+    mask = torch.tensor([[True, True, False]])
+    t = soft_moe_metrics(dispatch, combine, mask, torch.randn(1, 2, 4), 2).tensors()
+    slot0 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    entropy = (slot0 + math.log(2)) / 2
+    torch.testing.assert_close(t["dispatch_entropy"], torch.tensor(entropy))
+    torch.testing.assert_close(t["dispatch_entropy_norm"], torch.tensor(entropy / math.log(2)))

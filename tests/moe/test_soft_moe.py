@@ -299,3 +299,25 @@ def test_float64_stays_float64_and_passes_gradcheck():
     routing = layer.router(x, mask)
     assert routing.logits.dtype == routing.dispatch.dtype == torch.float64
     assert torch.autograd.gradcheck(lambda t: layer(t, mask)[0], (x,), eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("sizes", [(0, 2, 2), (8, 0, 2), (8, 2, 0)])
+def test_router_rejects_empty_sizes_naming_them(sizes):
+    with pytest.raises(ValueError, match=r"dim, num_experts, slots_per_expert >= 1, got "
+                                         + ", ".join(map(str, sizes))):
+        SoftRouter(*sizes)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_unnormalised_router_is_the_raw_dot_product_in_at_least_float32(dtype):
+    router = SoftRouter(8, 3, 2, normalize=False).to(dtype)
+    x = torch.randn(2, 5, 8).to(dtype)
+    logits = router.logits(x)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, (x @ router.phi).float())
+
+
+def test_flops_count_the_experts_own_multiply_adds():
+    # SwiGLU: gate, up and down projections = 3 d h multiply-adds per slot row
+    assert SoftMoE(64, 4, 2, 128, expert="swiglu").flops(100) == {
+        "router": 3 * 100 * 8 * 64, "experts": 8 * 3 * 64 * 128}

@@ -87,3 +87,27 @@ def test_capacity_and_flops():
     assert layer.flops(196)["experts"] == 8 * layer.capacity(196) * 2 * 16 * 32
     with pytest.raises(ValueError, match="k <= num_experts"):
         TopKMoE(8, 2, 8, k=3)
+
+
+@pytest.mark.parametrize("capacity_factor", [None, 1.25])
+def test_forward_on_another_device_creates_every_tensor_there(capacity_factor):
+    """The meta device stands in for a GPU: a helper tensor made on the default (CPU) device
+    fails here as it would on CUDA. Meta tensors have no values, so boolean indexing needs
+    torch's permission to assume every element is non-zero."""
+    import torch.fx.experimental._config as fx_config
+    layer = make_layer(capacity_factor=capacity_factor).to("meta")
+    x = torch.empty(2, 5, 8, device="meta")
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
+        y, metrics = layer(x, torch.ones(2, 5, dtype=torch.bool, device="meta"))
+    assert y.device.type == "meta" and y.shape == (2, 5, 8)
+    assert {t.device.type for t in metrics.tensors().values()} == {"meta"}
+
+
+def test_combine_max_is_each_real_tokens_largest_gate_averaged():
+    from moe.metrics import topk_metrics
+    probs = torch.tensor([[[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.9, 0.05, 0.05]]])
+    index = probs.topk(1, dim=-1).indices
+    mask = torch.tensor([[True, True, False]])          # the padded token's 0.9 must not count
+    t = topk_metrics(probs, index, torch.ones(1, 3, 1, dtype=torch.bool), mask,
+                     torch.tensor(0.0)).tensors()
+    torch.testing.assert_close(t["combine_max"], torch.tensor((0.7 + 0.4) / 2))
