@@ -70,11 +70,14 @@ def main(args: argparse.Namespace) -> int:
     try:
         summary = summarise(args.dir, samples=args.samples, keys=args.keys)
         curation = _curation(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # missing, denied, no credentials, not a manifest
         print(f"specaware inspect: {err}", file=sys.stderr)
         return 2
     except (KeyError, TypeError, AttributeError) as err:  # a manifest.json of the wrong shape
-        print(f"specaware inspect: {Path(args.dir) / 'manifest.json'} is malformed "
+        from specaware.data.object_store import is_store_url, join
+        manifest = (join(args.dir, "manifest.json") if is_store_url(args.dir)
+                    else Path(args.dir) / "manifest.json")
+        print(f"specaware inspect: {manifest} is malformed "
               f"({type(err).__name__}: {err}); re-create the shard set with `specaware shard`",
               file=sys.stderr)
         return 2

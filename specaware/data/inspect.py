@@ -1,4 +1,5 @@
-"""Summary of a shard set (the library half of `specaware inspect`, specaware/cli/inspect.py).
+"""Summary of a shard set (the library half of `specaware inspect`, specaware/cli/inspect.py),
+in a local folder or under an s3:// / https:// prefix (docs/DATA_IN_THE_CLOUD.md).
 
 Counts per sensor and band count, shard sizes (checked against the tar contents),
 the tiling report, descriptor strata, and, from a decoded sample of tiles, the invalid
@@ -23,24 +24,38 @@ from specaware.data.codec import SampleDecodeError, decode_sample
 STRATA_KEYS = ("landcover", "climate_zone")
 
 
-def _tar_members(path: Path, keep: int | None
+def _tar_members(path: Path | str, keep: int | None
                  ) -> tuple[int | None, list[tuple[str, dict[str, bytes]]], str | None]:
     """(sample count, (key, payloads {ext: bytes}) of the first `keep` samples (None = all),
-    error) of a shard; only the kept payloads are read, so a large set is listed, not loaded."""
+    error) of a shard; only the kept payloads are read (a remote shard is streamed once,
+    nothing stored), so a large set is listed, not loaded."""
+    from specaware.data.object_store import is_store_url
+
     keys: set[str] = set()
     payloads: dict[str, dict[str, bytes]] = {}
+    if is_store_url(path):
+        from specaware.data.tar_stream import stream_members
+        members = ((key, ext, lambda p=payload: p.tobytes())
+                   for key, ext, _, _, payload in stream_members(path))
+    else:
+        members = _local_members(Path(path))
     try:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, ext = Path(member.name).name.partition(".")
-                keys.add(key)
-                if key in payloads or keep is None or len(payloads) < keep:
-                    payloads.setdefault(key, {})[ext] = tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as err:
-        return None, list(payloads.items()), f"{path.name}: {err}"
+        for key, ext, read in members:
+            keys.add(key)
+            if key in payloads or keep is None or len(payloads) < keep:
+                payloads.setdefault(key, {})[ext] = read()
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        return None, list(payloads.items()), f"{Path(str(path)).name}: {err}"
     return len(keys), list(payloads.items()), None
+
+
+def _local_members(path: Path):
+    """(key, extension, read()) of each regular member of a local tar."""
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if member.isfile():
+                key, _, ext = Path(member.name).name.partition(".")
+                yield key, ext, lambda m=member: tar.extractfile(m).read()
 
 
 # values far beyond reflectance (~0-1) or radiance (~0-1000): a loss over them overflows
@@ -101,14 +116,17 @@ def _decode_stats(samples: list[tuple[str, dict[str, bytes]]], limit: int,
 
 def summarise(shard_dir, samples: int = 64, keys: int = 5) -> dict[str, Any]:
     """Summary dict of the shard set in `shard_dir` (see the module docstring)."""
+    from specaware.data.object_store import is_store_url, join
     from specaware.data.shard import read_manifest
 
-    shard_dir = Path(shard_dir)
+    remote = is_store_url(shard_dir)  # an s3:// or https:// prefix: shards are streamed
+    shard_dir = str(shard_dir) if remote else Path(shard_dir)
     manifest = read_manifest(shard_dir)
     shards, errors, decoded_pool = [], [], []
     for entry in manifest["shards"]:
         want = None if not samples else max(samples - len(decoded_pool), 0)
-        found, members, error = _tar_members(shard_dir / entry["name"], want)
+        where = join(shard_dir, entry["name"]) if remote else shard_dir / entry["name"]
+        found, members, error = _tar_members(where, want)
         if error:
             errors.append(error)
         shards.append({"name": entry["name"], "count": entry["count"], "found": found})
