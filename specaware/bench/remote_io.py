@@ -11,6 +11,7 @@ Target: remote / local >= 0.7 for the train stream at 2 workers.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -80,11 +81,18 @@ def s3_endpoint(root: Path, names: list[str]):
         yield "s3://bench/"
 
 
-def loader_rates(source, args, tiles, eval_rate, train_rates) -> tuple[float, float]:
-    """(median eval-pass tiles/s, median steady train-stream tiles/s) of `source`."""
-    evals = [eval_rate(source, args.batch_size, args.workers, tiles) for _ in range(args.repeats)]
-    train, _ = train_rates(source, args.batch_size, args.workers, tiles, args.repeats)
-    return statistics.median(evals), statistics.median(train)
+def interleaved_rates(sources: dict[str, str], args, tiles, eval_rate, train_rates
+                      ) -> dict[str, list[tuple[float, float]]]:
+    """Per source, one (eval-pass tiles/s, steady train-stream tiles/s) per round; each round
+    measures every source in turn, so a change of load on the shared machine hits all sources
+    of a round alike instead of whichever source was measured while it lasted."""
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in sources}
+    for _ in range(args.repeats):
+        for name, source in sources.items():
+            evaluated = eval_rate(source, args.batch_size, args.workers, tiles)
+            (train,), _ = train_rates(source, args.batch_size, args.workers, tiles, 1)
+            rounds[name].append((evaluated, train))
+    return rounds
 
 
 def shard_seconds(scene: str, out: Path, repeats: int) -> float:
@@ -118,38 +126,46 @@ def run_remote(args, write_shards, eval_rate, train_rates) -> int:
         names = sorted(p.relative_to(root).as_posix() for p in (root / "set").iterdir())
         print(f"bench_loader --remote: {tiles} tiles of 224 x {size} x {size} {args.dtype} in "
               f"{tiles // per_shard} shards, batch {args.batch_size}, {args.workers} workers, "
-              f"median of {args.repeats} passes; servers on 127.0.0.1 in their own processes")
+              f"{args.repeats} rounds of local / http / s3 in turn, medians; servers on 127.0.0.1 "
+              f"in their own processes")
         eval_rate(root / "set", args.batch_size, args.workers, tiles)  # page cache warm
-        rates = {"local": loader_rates(root / "set", args, tiles, eval_rate, train_rates)}
-        with serve_http(root) as url:
-            rates["https"] = loader_rates(url + "set/", args, tiles, eval_rate, train_rates)
-        s3 = None
-        try:
-            import moto  # noqa: F401
-            s3 = True
-        except ImportError:
-            print("moto not installed: S3 rows skipped (pip install 'specaware[dev]')")
-        if s3:
-            with s3_endpoint(root, names) as bucket:
-                rates["s3"] = loader_rates(bucket + "set/", args, tiles, eval_rate,
-                                           train_rates)
-        _report_loader(rates)
+        s3 = _have_moto()
+        with contextlib.ExitStack() as servers:
+            sources = {"local": str(root / "set"),
+                       "https": servers.enter_context(serve_http(root)) + "set/"}
+            if s3:
+                sources["s3"] = servers.enter_context(s3_endpoint(root, names)) + "set/"
+            _report_loader(interleaved_rates(sources, args, tiles, eval_rate, train_rates))
         _shard_bench(root, args, s3)
     return 0
 
 
-def _report_loader(rates: dict[str, tuple[float, float]]) -> None:
-    local_eval, local_train = rates["local"]
-    print(f"local shards      : eval pass {local_eval:7.1f} tiles/s, train stream "
-          f"{local_train:7.1f} tiles/s   (reference)")
+def _have_moto() -> bool:
+    try:
+        import moto  # noqa: F401
+    except ImportError:
+        print("moto not installed: S3 rows skipped (pip install 'specaware[dev]')")
+        return False
+    return True
+
+
+def _report_loader(rounds: dict[str, list[tuple[float, float]]]) -> None:
+    """Median rates, and the median over rounds of each round's remote / local ratio."""
+    def median(name, i):
+        return statistics.median(r[i] for r in rounds[name])
+
+    print(f"local shards      : eval pass {median('local', 0):7.1f} tiles/s, train stream "
+          f"{median('local', 1):7.1f} tiles/s   (reference)")
     for name in ("https", "s3"):
-        if name in rates:
-            e, t = rates[name]
-            ratio = t / local_train
-            label = "http://127.0.0.1" if name == "https" else "s3 (moto)"
-            print(f"{label:<18}: eval pass {e:7.1f} tiles/s (ratio {e / local_eval:.2f}), "
-                  f"train stream {t:7.1f} tiles/s (ratio {ratio:.2f}; target >= "
-                  f"{TARGET:.2f} {'met' if ratio >= TARGET else 'NOT met'})")
+        if name not in rounds:
+            continue
+        ratios = [[r[i] / l[i] for r, l in zip(rounds[name], rounds["local"])] for i in (0, 1)]
+        evaluated, train = (statistics.median(x) for x in ratios)
+        label = "http://127.0.0.1" if name == "https" else "s3 (moto)"
+        print(f"{label:<18}: eval pass {median(name, 0):7.1f} tiles/s (ratio {evaluated:.2f}), "
+              f"train stream {median(name, 1):7.1f} tiles/s (ratio {train:.2f}, rounds "
+              f"{', '.join(f'{x:.2f}' for x in ratios[1])}; target >= {TARGET:.2f} "
+              f"{'met' if train >= TARGET else 'NOT met'})")
     print("(the servers share this machine's cores with the loader: their CPU is part of the "
           "remote cost here, unlike with a real object store)")
 

@@ -273,7 +273,7 @@ def read_shard(path: str, stats: SkipStats, expected: int | None = None,
     Members of one key are consecutive (the shard writer guarantees it). A sample with a
     missing or corrupt member is yielded with "__broken__" (the reason), for the decode stage to
     count; an unreadable or truncated tar (fewer samples than `expected`) is counted here.
-    `members`: the shard's members already being received (tar_stream.read_ahead), else they
+    `members`: the members of a shard already requested (tar_stream.read_ahead), else they
     are read here (a local file memory-mapped, a remote one streamed).
     """
     name, current, produced = Path(path).name, None, 0
