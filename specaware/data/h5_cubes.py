@@ -24,6 +24,9 @@ overlap), flagged bands dropped (and logged). Neither product is map-projected i
 (EMIT's geolocation lookup table and PRISMA's corner coordinates are not applied): scenes carry
 no CRS, and the GSD comes from the sensor catalogue (`emit` 60 m, `prisma` 30 m).
 
+Remote files (http(s)://, s3://, /vsicurl/, /vsis3/) are read in place through ranged
+requests (range_file.py): only the metadata and the chunks a window touches are fetched.
+
 The layouts follow the products' published specifications; no real EMIT or PRISMA file was
 available to validate against (the tests write files with the same groups, variables and
 attributes via h5py). h5py is the optional extra `specaware[products]`.
@@ -161,6 +164,8 @@ def cube_name(path) -> str | None:
     file is not HDF5, or h5py is not installed: GDAL then reads it as before)."""
     if is_cube_name(path):
         return str(path)
+    from specaware.data.remote import RemoteReadError
+
     try:
         h5py = _h5py()
     except ImportError:
@@ -168,6 +173,8 @@ def cube_name(path) -> str | None:
     try:
         with _open_file(h5py, str(path)) as h5:
             found = _layout(h5, str(path))
+    except RemoteReadError:
+        raise  # 404, 403, no response: one line naming the URL
     except OSError:  # not an HDF5 file (a NetCDF3, a GeoTIFF...)
         return None
     return f"{found[0]}:{path}" if found else None
@@ -175,7 +182,16 @@ def cube_name(path) -> str | None:
 
 @contextmanager
 def _open_file(h5py, path: str):
-    with h5py.File(path, "r") as h5:
+    """The h5py file at a local path, or at an http(s):// / s3:// URL (also as /vsicurl/ or
+    /vsis3/), read by ranged requests (range_file.py)."""
+    from specaware.data.range_file import open_remote_file, store_url
+
+    url = store_url(path)
+    if url is None:
+        with h5py.File(path, "r") as h5:
+            yield h5
+        return
+    with open_remote_file(url) as handle, h5py.File(handle, "r") as h5:
         yield h5
 
 

@@ -189,6 +189,40 @@ def read_bytes(url: str, policy: RetryPolicy | None = None) -> bytes:
         return stream.read()
 
 
+def object_size(url: str, policy: RetryPolicy | None = None) -> int:
+    """Bytes of the object at `url` (one HEAD / HeadObject)."""
+    policy = policy or RetryPolicy()
+    if url.startswith("s3://"):
+        bucket, key = split_s3(url)
+        head = with_retries(url, lambda: s3_client(policy).head_object(Bucket=bucket, Key=key),
+                            policy)
+        return int(head["ContentLength"])
+    request = urllib.request.Request(url, method="HEAD")
+
+    def head() -> int:
+        with urllib.request.urlopen(request, timeout=policy.timeout) as response:
+            return int(response.headers["Content-Length"])
+    return with_retries(url, head, policy)
+
+
+def read_range(url: str, start: int, count: int, policy: RetryPolicy | None = None) -> bytes:
+    """Bytes [start, start + count) of the object at `url` (a ranged GET)."""
+    policy = policy or RetryPolicy()
+    span = f"bytes={start}-{start + count - 1}"
+    if url.startswith("s3://"):
+        bucket, key = split_s3(url)
+        return with_retries(url, lambda: s3_client(policy).get_object(
+            Bucket=bucket, Key=key, Range=span)["Body"].read(), policy)
+    request = urllib.request.Request(url, headers={"Range": span})
+
+    def get() -> bytes:
+        with urllib.request.urlopen(request, timeout=policy.timeout) as response:
+            if response.status == 200:  # the server ignored the range: cut it here
+                return response.read(start + count)[start:]
+            return response.read()
+    return with_retries(url, get, policy)
+
+
 def exists(url: str, policy: RetryPolicy | None = None) -> bool:
     """True when the object is there; RemoteReadError for denied access or no response."""
     policy = policy or RetryPolicy()

@@ -236,7 +236,7 @@ def as_scene(path, subdataset: str | None = None) -> str | Path:
         return stack_vrt(sources, Path(path).name.removesuffix(".SAFE"))
     if not str(path).lower().endswith(CONTAINERS) and not subdataset:
         return path
-    if not subdataset and not is_remote(path):
+    if not subdataset:
         from specaware.data.h5_cubes import cube_name
         cube = cube_name(path)  # EMIT / PRISMA: GDAL would put the band axis in the wrong place
         if cube:

@@ -116,7 +116,7 @@ def open_scene(path, *, sensor: str | None = None, level: str | None = None,
     keys: the running command's flags / config keys, named in error messages.
     """
     path = str(path) if is_remote(path) else Path(path)
-    if str(path).lower().endswith(CUBE_SUFFIXES) and not is_remote(path):
+    if str(path).lower().endswith(CUBE_SUFFIXES):
         from specaware.data.h5_cubes import cube_name
         path = cube_name(path) or path  # EMIT / PRISMA products (data/h5_cubes.py)
     where = display_url(path)

@@ -97,3 +97,32 @@ def test_a_prisma_file_whose_centres_do_not_match_its_cube_names_file_and_attrib
     with pytest.raises(ValueError, match=r"PRS_L2D_STD_test\.he5: attribute List_Cw_Swir lists "
                                          r"2 centres but .*SWIR_Cube has 3 bands"):
         open_scene(path)
+
+
+def test_remote_emit_over_http_and_prisma_over_s3_read_in_place(tmp_path, monkeypatch):
+    from specaware.testing_remote import http_server, s3_client, s3_server
+
+    monkeypatch.setenv("SPECAWARE_HTTP_RETRY_DELAY", "0.05")
+    path, cube = _emit(tmp_path, height=64, width=64)
+    local = [(t.row, t.col, t.data.copy()) for t in iter_tiles(open_scene(path), 16)]
+    with http_server(tmp_path) as server:
+        url = server.url(path.name)
+        scene = open_scene(url)
+        remote = [(t.row, t.col, t.data) for t in iter_tiles(scene, 16)]
+        with pytest.raises(OSError, match=r"gone\.nc: not found \(HTTP 404\); check the URL"):
+            open_scene(server.url("gone.nc"))
+    assert scene.sensor == "emit" and scene.path == f"EMIT:{url}"
+    np.testing.assert_allclose(scene.wavelength, WL, rtol=1e-6)
+    assert len(remote) == len(local) == 16
+    for (r, c, got), (r2, c2, want) in zip(remote, local):
+        assert (r, c) == (r2, c2)
+        np.testing.assert_array_equal(got, want)
+    prisma, vnir, _ = _prisma(tmp_path)
+    with s3_server():
+        client = s3_client()
+        client.create_bucket(Bucket="scenes")
+        client.upload_file(str(prisma), "scenes", f"prisma/{prisma.name}")
+        scene = open_scene(f"s3://scenes/prisma/{prisma.name}")
+        (tile,) = [t for t in iter_tiles(scene, 10) if (t.row, t.col) == (0, 2)]
+    np.testing.assert_allclose(scene.wavelength, [500, 750, 960, 980, 1600, 2200])
+    np.testing.assert_allclose(tile.data[0], vnir[3][:, 2:12] / np.float32(65535.0), rtol=1e-6)
