@@ -27,7 +27,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from specaware.data.raster import RasterMetadataError
-from specaware.data.remote import display_url, gdal_path, is_remote, open_raster
+from specaware.data.remote import display_url, gdal_path, is_remote, open_raster, redact
 
 BAND_FILE = re.compile(r"(?i)_(B\d{1,2}A?)(?:_(\d+)m)?\.(tif|tiff|jp2)$")
 CONTAINERS = (".nc", ".nc4", ".h5", ".he5", ".hdf", ".hdf5")
@@ -198,7 +198,7 @@ def subdataset_sources(path: str, subdatasets: list[str], choose: str | None
     bands = [(n, s) for s, n in ((s, _is_band_variable(s)) for s in subdatasets) if n]
     if not cubes and len(bands) >= 2:
         return [BandSource(s, 1, n) for n, s in sorted(bands, key=lambda b: _band_key(b[0]))]
-    names = "\n  ".join(subdatasets)
+    names = "\n  ".join(redact(s) for s in subdatasets)
     raise RasterMetadataError(
         f"{where}: ambiguous product, {len(subdatasets)} subdatasets and no single spectral "
         f"cube; choose one with --subdataset NAME or pass it as the scene:\n  {names}")
@@ -225,6 +225,18 @@ def band_files(folder: Path) -> list[BandSource]:
                                                               key=lambda kv: _band_key(kv[0]))]
 
 
+def _quoted(name: str, path) -> str:
+    """GDAL subdataset `name` with the file part in quotes when `path` is remote: rasterio
+    lists `netcdf:/vsicurl/http://host:8000/f.nc:var`, which GDAL cannot split at the
+    colons of the URL ("Failed to parse NETCDF: prefix string"); `NETCDF:"/vsicurl/...":var`
+    it can."""
+    file = gdal_path(path)
+    driver, _, rest = name.partition(":")
+    if not is_remote(path) or not rest.startswith(file):
+        return name
+    return f'{driver.upper()}:"{file}"{rest[len(file):]}'
+
+
 def as_scene(path, subdataset: str | None = None) -> str | Path:
     """The path `open_scene` should read for `path`: unchanged for an ordinary raster, a VRT
     for a container of subdatasets or a folder of band files (see the module docstring)."""
@@ -242,7 +254,7 @@ def as_scene(path, subdataset: str | None = None) -> str | Path:
         if cube:
             return cube
     with open_raster(path) as src:
-        subdatasets = list(src.subdatasets)
+        subdatasets = [_quoted(name, path) for name in src.subdatasets]
         if not subdatasets:
             return path
     found = subdataset_sources(str(path), subdatasets, subdataset)

@@ -117,3 +117,28 @@ def test_bands_on_different_footprints_are_refused(tmp_path):
                   origin=(600000.0, 4100000.0))
     with pytest.raises(RasterMetadataError, match=r"x_B2.tif: band B2 covers .* must share"):
         as_scene(folder)
+
+
+def test_remote_netcdf_cube_over_vsicurl_reads_like_the_local_file(tmp_path, monkeypatch):
+    from specaware.data.raster import iter_tiles
+    from specaware.testing_remote import http_server
+
+    monkeypatch.setenv("SPECAWARE_HTTP_RETRY_DELAY", "0.05")
+    cube = np.clip(synthetic_cube(WL, 32, 32), 0.001, None).astype(np.float32)
+    path = _netcdf(tmp_path / "cube.nc", {"reflectance": cube,
+                                          "quality": np.zeros((32, 32), np.float32)},
+                   wavelength=np.asarray(WL), units="nm")
+    local = {(t.row, t.col): t.data.copy()
+             for t in iter_tiles(open_scene(as_scene(path), gsd=2.0), 16)}
+    with http_server(tmp_path) as server:
+        # the URL's colons (http:, :port) once broke GDAL's NETCDF:file:var parsing
+        scene = open_scene(as_scene(server.url("cube.nc")), gsd=2.0)
+        tiles = {(t.row, t.col): t.data for t in iter_tiles(scene, 16)}
+        with pytest.raises(RasterMetadataError, match=r"ambiguous product.*\n  NETCDF:\"/vsicurl/"
+                                                      r"http://127\.0\.0\.1:\d+/two\.nc\":a"):
+            _netcdf(tmp_path / "two.nc", {"a": cube[:3], "b": cube[:3]})
+            as_scene(server.url("two.nc"))
+    np.testing.assert_allclose(scene.wavelength, WL, rtol=1e-5)
+    assert sorted(tiles) == sorted(local) == [(0, 0), (0, 16), (16, 0), (16, 16)]
+    for origin, data in tiles.items():
+        np.testing.assert_array_equal(data, local[origin])
