@@ -9,7 +9,7 @@ difference pruned - random is printed too: it is the paired comparison the claim
 
 Without a demo folder it first runs `specaware demo --quick` into a temporary folder.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_curate.py demo_out [--steps 60] [--seeds 0 1]
+    PYTHONPATH=. .venv/bin/python bench/bench_curate.py demo_out [--steps 200] [--seeds 0 1 2]
 """
 from __future__ import annotations
 
@@ -83,8 +83,8 @@ def replicate(demo: Path, work: Path, steps: int, seed: int) -> dict[str, tuple[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("demo", nargs="?", type=Path, help="a `specaware demo --quick` folder")
-    parser.add_argument("--steps", type=int, default=60, help="pretraining steps per arm")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--steps", type=int, default=200, help="pretraining steps per arm")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="10 steps, one seed")
     args = parser.parse_args()
     steps, seeds = (10, args.seeds[:1]) if args.quick else (args.steps, args.seeds)
