@@ -126,3 +126,18 @@ def test_remote_emit_over_http_and_prisma_over_s3_read_in_place(tmp_path, monkey
         (tile,) = [t for t in iter_tiles(scene, 10) if (t.row, t.col) == (0, 2)]
     np.testing.assert_allclose(scene.wavelength, [500, 750, 960, 980, 1600, 2200])
     np.testing.assert_allclose(tile.data[0], vnir[3][:, 2:12] / np.float32(65535.0), rtol=1e-6)
+
+
+def test_fine_tune_reader_reads_emit_windows_and_decimates_it_like_gdal(tmp_path):
+    from specaware.data.reader import RasterReader, read_decimated
+
+    path, cube = _emit(tmp_path, height=20, width=24)
+    decimated = read_decimated(open_scene(path), side=10)  # step 2: every other pixel
+    np.testing.assert_array_equal(np.isnan(decimated), np.isnan(cube[:, ::2, ::2]))
+    np.testing.assert_array_equal(decimated[~np.isnan(decimated)],
+                                  cube[:, ::2, ::2][~np.isnan(cube[:, ::2, ::2])])
+    reader = RasterReader.open(path)
+    sample = reader.read(0, 0, 8, 8)
+    assert sample["sensor"] == "emit" and sample["image"].shape == (6, 8, 8)
+    np.testing.assert_allclose(sample["wavelength"], WL, rtol=1e-6)
+    np.testing.assert_array_equal(sample["valid"], ~np.isnan(cube[:, :8, :8]))
