@@ -354,3 +354,27 @@ def write_tiny_federation(out_dir, *, sensors: Sequence[str] = ("sentinel-2a", "
     path = out / "federated_config.json"
     path.write_text(json.dumps(to_dict(cfg)))
     return path
+
+
+def one_device():
+    """Context manager that fails every torch op whose tensor arguments live on different
+    devices, as CUDA kernels do. Run a model on the `meta` device under it to find, without a
+    GPU, a helper tensor created on the default device: some meta kernels (embedding, scatter,
+    gather) accept a CPU operand silently. 0-dim CPU tensors pass, as torch treats them as
+    scalars on any device."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class OneDevice(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            flat, _ = tree_flatten((args, kwargs))
+            devices = {str(t.device) for t in flat if isinstance(t, torch.Tensor)
+                       and not (t.device.type == "cpu" and t.dim() == 0)}
+            if len(devices) > 1:
+                raise RuntimeError(f"{func}: operands on {sorted(devices)}; create every "
+                                   "tensor on the input's device")
+            return func(*args, **kwargs)
+
+    return OneDevice()

@@ -77,3 +77,27 @@ def test_shared_metadata_broadcasts_over_the_batch():
     shared = dict(batch, wavelength=s["wavelength"], fwhm=s["fwhm"], gsd=5.0, sensor="aviris-ng")
     torch.testing.assert_close(mae.encoder.forward_features(shared),
                                mae.encoder.forward_features(batch))
+
+
+def test_metadata_of_any_numeric_type_becomes_float32_per_sample_rows():
+    mae = specaware.create_model("specaware_debug")
+    batch = pad_batch([sample(6), sample(6)])
+    batch["wavelength"] = batch["wavelength"].double().numpy()      # float64 from numpy
+    batch["level"] = ["L1", "L2"]
+    inputs = mae.encoder.prepare(batch)
+    assert inputs.wavelength.dtype == inputs.fwhm.dtype == inputs.gsd.dtype == torch.float32
+    assert inputs.level.tolist() == [mae.encoder.levels.index("L1"),
+                                     mae.encoder.levels.index("L2")]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("gsd", torch.ones(3), r"batch\['gsd'\] has shape \(3,\), expected \(1,\) \(one value per "
+                           r"sample\)"),
+    ("fwhm", torch.ones(1, 2), r"expected \(1, 6\) \(one value per sample and band\)"),
+])
+def test_metadata_shape_errors_say_what_one_value_per_means(key, value, message):
+    mae = specaware.create_model("specaware_debug")
+    batch = pad_batch([sample(6)])
+    batch[key] = value
+    with pytest.raises(ValueError, match=message):
+        mae.encoder.prepare(batch)

@@ -5,6 +5,8 @@ dense reference (float masks over ALL patches, written the direct way) checks va
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from einops import rearrange
@@ -203,3 +205,29 @@ def test_model_loss_and_gradients_equal_the_dense_formula(norm):
         assert (got is None) == (ref is None)
         if got is not None:
             torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("pixel", ["mse", "charbonnier"])
+def test_fused_pixel_term_of_a_single_valid_element_is_its_own_error(pixel):
+    pred = torch.tensor([[[1.5, 9.0]]], dtype=torch.float64)       # [b, c, q]
+    target = torch.tensor([[[3.0, 7.0]]], dtype=torch.float64)
+    valid = torch.tensor([[[True, False]]])
+    mean = torch.full((1, 1, 1), 1.0, dtype=torch.float64)
+    std = torch.full((1, 1, 1), 4.0, dtype=torch.float64)
+    _, pix, _ = FusedReconstructionLoss.apply(pred, target, valid, mean, std, pixel, 1e-3, 1.0,
+                                              0.0)
+    diff = 1.5 - (3.0 - 1.0) / 4.0                              # standardised target
+    want = diff ** 2 if pixel == "mse" else math.sqrt(diff ** 2 + 1e-3 ** 2)
+    assert pix.item() == pytest.approx(want, rel=1e-12)
+
+
+def test_a_clean_cpu_batch_is_prepared_without_a_masked_copy_of_its_pixels():
+    """The CPU fast path: finite pixels, all valid -> no masked copy of the image and no
+    elementwise finiteness mask; one NaN takes the general path, which needs both."""
+    from specaware.model.flops import peak_cpu_memory
+    mae = specaware.create_model("specaware_debug")
+    batch = pad_batch([sample(8, size=64)])
+    clean = peak_cpu_memory(lambda: mae.encoder.prepare(batch))
+    batch["image"][0, 0, 0, 0] = float("nan")
+    dirty = peak_cpu_memory(lambda: mae.encoder.prepare(batch))
+    assert dirty - clean >= batch["image"].numel() * 4        # at least one float32 image more

@@ -122,3 +122,23 @@ def test_aviris_ng_tile_at_base_width_never_allocates_n_c_d():
     assert tokens.shape == (1, n, d)
     assert peak < bound, f"HyperEmbedding peaked at {peak / 1e6:.1f} MB > {bound / 1e6:.1f} MB"
     tokens.sum().backward()                                 # the graph is usable
+
+
+def test_basis_matrices_for_inspection_equal_the_written_out_u():
+    torch.manual_seed(0)
+    embed = HyperEmbedding(cond_dim=12, embed_dim=24, patch_size=4, rank=3, hidden=7)
+    _, z, band_mask = inputs()
+    lin_h = embed.u_features[0]
+    h = torch.cat([F.gelu(z @ lin_h.weight.T + lin_h.bias), torch.ones(2, 6, 1)], dim=-1)
+    u = torch.einsum("bcj,jrd->bcdr", h, embed.u_basis)                       # [b, c, d, r]
+    torch.testing.assert_close(embed.basis_matrices(z, band_mask), u)
+
+
+def test_patch_band_weights_average_over_the_present_bands_in_the_asked_dtype():
+    from specaware.model.hyper_embed import patch_band_weights
+    valid = torch.zeros(1, 3, 2, 4, dtype=torch.bool)
+    valid[0, :, 0, 0] = True            # patch 0: three bands with a valid pixel
+    valid[0, 1, 1, 2] = True            # patch 1: only band 1
+    w = patch_band_weights(valid, torch.ones(1, 3, dtype=torch.bool), torch.float64)
+    assert w.dtype == torch.float64
+    assert w[0].T.tolist() == [[1 / 3, 1 / 3, 1 / 3], [0.0, 1.0, 0.0]]

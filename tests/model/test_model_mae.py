@@ -108,7 +108,8 @@ def test_cross_sensor_target_returns_target_band_count(mae):
 def test_target_with_other_tile_size_is_a_clear_error(mae):
     source = pad_batch([sample(6, size=16)])
     target = pad_batch([sample(4, size=32)])
-    with pytest.raises(ValueError, match="same samples and pixels"):
+    with pytest.raises(ValueError, match=r"same samples and pixels as batch\['image'\]: image 1 "
+                                         r"x grid \(2, 2\), target 1 x grid \(4, 4\)"):
         run(mae, dict(source, target=target))
 
 

@@ -119,3 +119,64 @@ def test_model_stats_counts_params_and_flops():
     more_bands = model_stats("specaware_small", bands=425, tile=128)
     assert more_bands["embedding_flops_per_tile"] > stats["embedding_flops_per_tile"]
     assert more_bands["params"] == stats["params"]          # band count never changes weights
+
+
+def test_forward_on_another_device_creates_every_tensor_there():
+    """The meta device stands in for a GPU; `one_device` fails any op that mixes in a tensor
+    made on the CPU (list metadata, vocabulary rows, masking noise), as CUDA would."""
+    import torch.fx.experimental._config as fx_config
+
+    from specaware.testing import one_device
+    with torch.device("meta"):
+        mae = specaware.create_model("specaware_debug")
+    plain = pad_batch([sample(6), sample(4)])
+    batch = {k: v.to("meta") if torch.is_tensor(v) else v for k, v in plain.items()}
+    batch.update(wavelength=plain["wavelength"].tolist(), fwhm=plain["fwhm"].tolist(), gsd=5.0)
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True), one_device():
+        out = mae(batch)
+        out.loss.backward()
+        features = mae.encoder.forward_features(batch)
+    assert out.loss.device.type == features.device.type == "meta"
+
+
+def test_moe_blocks_count_from_the_end_and_out_of_range_ones_are_refused():
+    from specaware.model.config import MAEConfig, MoEConfig
+    cfg = MAEConfig(depth=4, moe=MoEConfig(blocks=[-1, 0, 3, -4]))
+    assert cfg.moe_block_ids() == [0, 3]
+    assert MAEConfig(depth=4, moe=MoEConfig(blocks=[-1])).moe_block_ids(depth=6) == [5]
+    assert MAEConfig(depth=4).moe_block_ids() == [2, 3]          # default: the last half
+    for bad in ([4], [-5]):
+        with pytest.raises(ValueError, match=rf"^config key 'moe.blocks': \{bad}\ out of range "
+                                             r"for depth 4$"):
+            MAEConfig(depth=4, moe=MoEConfig(blocks=bad)).moe_block_ids()
+
+
+def test_a_mistyped_variant_name_suggests_the_closest_one():
+    with pytest.raises(KeyError, match="unknown model 'specaware_bse'; did you mean "
+                                       "'specaware_base'"):
+        model_config("specaware_bse")
+
+
+def test_override_errors_name_the_key_where_the_user_wrote_it_and_configs_their_variant():
+    from specaware.model.variants import resolve_model_config
+    with pytest.raises(ConfigError, match="unknown config key 'model.overrides.depht'"):
+        resolve_model_config("specaware_debug", {"depht": 3}, prefix="model.overrides.")
+    assert model_config("specaware_small", depth=2).name == "specaware_small"
+
+
+def test_model_stats_default_to_the_readme_setting_and_follow_the_mask_ratio():
+    stats = model_stats("specaware_debug")
+    assert (stats["bands"], stats["tile"]) == (224, 128)        # the README table's setting
+    assert stats == model_stats("specaware_debug", bands=224, tile=128, mask_ratio=0.75)
+    half = model_stats("specaware_debug", mask_ratio=0.5)
+    assert half["flops_per_tile"] > stats["flops_per_tile"]    # more visible tokens to encode
+    assert half["encoder_flops_per_tile"] == stats["encoder_flops_per_tile"]
+
+
+def test_synthetic_batch_lives_on_the_requested_device_with_boolean_masks():
+    from specaware.model.flops import synthetic_batch
+    batch = synthetic_batch(5, 16, batch_size=2, device="meta")
+    tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+    assert {v.device.type for v in tensors.values()} == {"meta"}
+    assert batch["valid"].dtype == batch["band_mask"].dtype == torch.bool
+    assert batch["band_mask"].shape == (2, 5) and batch["fwhm"].shape == (2, 5)
