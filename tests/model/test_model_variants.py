@@ -165,8 +165,10 @@ def test_override_errors_name_the_key_where_the_user_wrote_it_and_configs_their_
 
 
 def test_model_stats_default_to_the_readme_setting_and_follow_the_mask_ratio():
+    from specaware.model import flops
     stats = model_stats("specaware_debug")
     assert (stats["bands"], stats["tile"]) == (224, 128)        # the README table's setting
+    assert flops.model_stats("specaware_debug") == stats
     assert stats == model_stats("specaware_debug", bands=224, tile=128, mask_ratio=0.75)
     half = model_stats("specaware_debug", mask_ratio=0.5)
     assert half["flops_per_tile"] > stats["flops_per_tile"]    # more visible tokens to encode
