@@ -27,10 +27,13 @@ in-process coverage map cannot see, so every mutant there would read "no tests".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -94,6 +97,22 @@ def mutmut(dest: Path, names: list[str], children: int, log) -> int:
     return subprocess.run(cmd, cwd=dest, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
+def reap_strays(dest: Path) -> int:
+    """Kill processes still running in `dest` after mutmut returned: a mutant that hangs a
+    DataLoader worker can leave the worker behind (reparented to init). Returns how many."""
+    killed = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            inside = Path(os.readlink(proc / "cwd")).is_relative_to(dest)
+        except OSError:
+            continue                      # gone, or not ours to read
+        if inside and int(proc.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
 def results(dest: Path) -> dict[str, dict[str, int | None]]:
     """module path -> {mutant name: exit code or None (not run)}."""
     out = {}
@@ -144,6 +163,9 @@ def run_group(group: str, args, root: Path, equivalents: dict[str, tuple[str, st
                   for n in rng.sample(sorted(codes), min(args.per_module, len(codes)))]
         if sample:
             mutmut(dest, sample, args.children, log)
+    strays = reap_strays(dest)
+    if strays:
+        print(f"{group}: killed {strays} process(es) that hung mutants left in {dest}")
     rows = []
     for module, codes in results(dest).items():
         picked = {n: c for n, c in codes.items() if n in set(sample)}
