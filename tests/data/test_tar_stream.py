@@ -110,3 +110,22 @@ def test_a_shard_gone_since_the_manifest_is_a_counted_skip_naming_its_url(tmp_pa
     assert tiles == 2 and loader.stats.skipped == {"truncated or unreadable shard": 2}
     example = loader.stats.examples[0]
     assert f"{server.url('set/shard-000001.tar')}: not found (HTTP 404)" in example
+
+
+def test_s3_bodies_are_read_below_urllib3_unless_encoded():
+    import http.client
+
+    from specaware.data.tar_stream import _body
+
+    class Urllib3Like:  # urllib3 2.x: readinto = read() + a copy
+        def __init__(self, encoding):
+            self._fp = http.client.HTTPResponse.__new__(http.client.HTTPResponse)
+            self.headers = {"content-encoding": encoding} if encoding else {}
+
+    class StreamingBodyLike:
+        def __init__(self, encoding):
+            self._raw_stream = Urllib3Like(encoding)
+
+    plain, gzipped = StreamingBodyLike(None), StreamingBodyLike("gzip")
+    assert _body(plain) is plain._raw_stream._fp
+    assert _body(gzipped) is gzipped._raw_stream  # urllib3 must decode it
