@@ -52,7 +52,8 @@ bench: venv
 	$(BIN)/specaware bench
 
 # Mutation checking of the core modules (tests/mutation/run.py says how it samples); slow, so
-# not part of `make test`. MUTATE_ARGS="--per-module 40" samples more.
+# not part of `make test`. Default: 20 mutants per module, seed 0; MUTATE_ARGS="--per-module 40"
+# samples more.
 mutate: venv
 	$(BIN)/pip install -q -e ".[$(EXTRAS),mutation]"
 	$(BIN)/python tests/mutation/run.py $(MUTATE_ARGS)
