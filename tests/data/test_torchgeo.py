@@ -53,7 +53,10 @@ class TinyGeo:
         return {"image": image, "crs": self.crs, "bounds": query}
 
 
-def test_dataset_wavelengths_in_micrometres_become_nm_with_a_note(caplog):
+def test_dataset_wavelengths_in_micrometres_become_nm_with_a_note(caplog, monkeypatch):
+    # the note is logged once per input key and process: start from a process that has not
+    # logged it yet, whatever ran before this test (mutmut runs the suite twice in one process)
+    monkeypatch.setattr("specaware.model.units._noted", set())
     with caplog.at_level(logging.WARNING, logger="specaware.model.units"):
         ds = TorchGeoAdapter(TinyHyperspectral(2))
     assert "micrometres" in caplog.text
