@@ -134,6 +134,7 @@ def test_tile_origins_cover_the_extent_and_snap_the_last_tile():
     assert tile_origins(32, 16, 16) == [0, 16]
     assert tile_origins(40, 16, 8) == [0, 8, 16, 24]
     assert tile_origins(10, 16, 16) == []
+    assert tile_origins(16, 16, 8) == [0]          # a scene exactly one tile wide: one tile
 
 
 @pytest.mark.parametrize("strip_limit", [raster.MAX_STRIP_BYTES, 1])
@@ -204,3 +205,20 @@ def test_a_strip_one_byte_over_the_limit_is_read_tile_by_tile(tmp_path, cube, mo
         tiles = list(raster.iter_strip(src, scene, 0, 16, [0, 16, 20]))
     assert len(windows) == reads and [t.col for t in tiles] == [0, 16, 20]
     assert max(w.width for w in windows) == (36 if reads == 1 else 16)
+
+
+def test_an_emit_netcdf_opens_through_its_reflectance_cube(tmp_path, cube):
+    from specaware.testing import write_emit_nc
+    path = write_emit_nc(tmp_path / "EMIT_L2A_RFL.nc", cube, wavelength=WL, fwhm=FWHM)
+    scene = open_scene(path, gsd=60.0)
+    assert scene.num_bands == len(WL) and str(scene.path).startswith("EMIT:")
+    np.testing.assert_allclose(scene.wavelength, WL, rtol=1e-6)
+
+
+def test_a_wavelength_file_wins_over_the_files_own_centres(tmp_path, cube):
+    path = write_geotiff(tmp_path / "s.tif", cube, wavelength=WL, fwhm=FWHM)
+    table = tmp_path / "bands.csv"
+    table.write_text("\n".join(f"{w + 5.0:.3f},{12.0:.3f}" for w in WL))
+    scene = open_scene(path, wavelength_file=str(table))
+    np.testing.assert_allclose(scene.wavelength, np.asarray(WL) + 5.0, atol=1e-3)
+    assert scene.wavelength_source == "wavelength file (bands.csv)"

@@ -242,3 +242,17 @@ def test_lazy_cube_decodes_into_dirty_memory_like_the_codec(dtype, invalid):
     np.testing.assert_array_equal(valid_out.numpy(), ref["valid"])
     assert not ref["valid"][~band_valid].any()
     assert ref["valid"][band_valid].all() == (not invalid)  # both decode paths are exercised
+
+
+def test_worker_loaders_prefetch_as_many_batches_as_asked(shards):
+    out, _ = shards
+    loader = make_loader(out, mode="eval", batch_size=2, num_workers=1, prefetch_factor=3)
+    assert loader._data_loader().prefetch_factor == 3
+
+
+def test_eval_views_are_deterministic_whatever_the_seed(shards):
+    out, _ = shards
+    views = ViewConfig(crop=4)
+    first, second = (next(iter(make_loader(out, mode="eval", batch_size=3, num_workers=0,
+                                           seed=seed, views=views)))["image"] for seed in (0, 1))
+    torch.testing.assert_close(first, second, rtol=0, atol=0)    # centre crop, no flips
