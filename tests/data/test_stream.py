@@ -256,3 +256,12 @@ def test_eval_views_are_deterministic_whatever_the_seed(shards):
     first, second = (next(iter(make_loader(out, mode="eval", batch_size=3, num_workers=0,
                                            seed=seed, views=views)))["image"] for seed in (0, 1))
     torch.testing.assert_close(first, second, rtol=0, atol=0)    # centre crop, no flips
+
+
+def test_weighted_training_draws_only_samples_of_positive_weight(shards):
+    out, keys = shards
+    chosen = set(keys[::2])
+    loader = make_loader(out, mode="train", batch_size=4, num_workers=0, shuffle_buffer=4,
+                         weights={k: (1.0 if k in chosen else 0.0) for k in keys})
+    drawn = [m["key"] for _, batch in zip(range(3), loader) for m in batch["meta"]]
+    assert len(drawn) == 12 and set(drawn) <= chosen
