@@ -154,3 +154,20 @@ def test_a_header_that_is_not_json_is_an_undecodable_skip_saying_why(tmp_path):
     example = loader.stats.examples[0]
     assert example.startswith(f"undecodable sample: shard-000000.tar :: "
                               f"{manifest['tiles'][1]['key']}: JSONDecodeError: ")
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_the_tar_member_key_names_the_sample_not_its_json_copy(tmp_path, lazy):
+    """A header whose own `key` is missing or stale (a renamed or hand-edited shard) does not
+    rename the sample: meta['key'] is the tar key the skip examples and curation lists use."""
+    manifest = write_tiny_shards(tmp_path, num_shards=1, per_shard=3, tile=8, max_bands=12)
+    edit_shard_headers(tmp_path / "shard-000000.tar",
+                       lambda i, h: {k: v for k, v in h.items() if k != "key"} if i == 0
+                       else {**h, "key": "stale-name"} if i == 1 else None)
+    loader = make_loader(tmp_path, mode="train" if lazy else "eval", batch_size=3,
+                         num_workers=0, epoch_samples=3 if lazy else None)
+    keys, tar_keys = _keys(loader), {t["key"] for t in manifest["tiles"]}
+    assert len(keys) == 3 and set(keys) <= tar_keys  # never "?" nor "stale-name"
+    if not lazy:
+        assert sorted(keys) == sorted(tar_keys)
+    assert loader.stats.total_skipped == 0
