@@ -135,14 +135,22 @@ class OpenedShard:
 def read_ahead(urls: Iterable[str]) -> Iterator[tuple[str, OpenedShard | None]]:
     """(url, its OpenedShard, or None for a local path) for each url; the next remote shard's
     request is sent when the current one is handed out. A next shard not reached when the
-    caller stops is closed."""
+    caller stops is closed.
+
+    A local path is handed out as soon as it is drawn, without drawing the next one: `urls`
+    may draw weighted shards from the RNG that the views also use (stream._Worker), so
+    drawing ahead for local files would change a local run's random stream for no gain."""
     from specaware.data.object_store import is_store_url
 
     opened: list[tuple[str, OpenedShard | None]] = []  # at most the next shard
     try:
         for url in urls:
-            opened.append((url, OpenedShard(url) if is_store_url(url) else None))
-            if len(opened) == 2:
+            remote = is_store_url(url)
+            opened.append((url, OpenedShard(url) if remote else None))
+            if not remote:
+                while opened:
+                    yield opened.pop(0)
+            elif len(opened) == 2:
                 yield opened.pop(0)
         while opened:
             yield opened.pop(0)

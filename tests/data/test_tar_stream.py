@@ -70,6 +70,22 @@ def test_local_paths_are_handed_through_unopened(tmp_path):
     assert list(read_ahead([str(tmp_path / "x.tar")])) == [(str(tmp_path / "x.tar"), None)]
 
 
+def test_local_paths_are_not_drawn_ahead(tmp_path):
+    """The url source may draw weighted shards from the RNG the views share: for local files
+    the next url is drawn only when the consumer asks for it, so a local run's random stream
+    is what it was before remote read-ahead existed."""
+    drawn = []
+
+    def urls():
+        for i in range(3):
+            drawn.append(i)
+            yield str(tmp_path / f"{i}.tar")
+
+    shards = read_ahead(urls())
+    assert next(shards)[0].endswith("0.tar") and drawn == [0]
+    assert next(shards)[0].endswith("1.tar") and drawn == [0, 1]
+
+
 def test_webdataset_gopen_opens_store_urls_and_says_404_in_one_line(tmp_path):
     from webdataset.gopen import gopen, gopen_schemes
 
