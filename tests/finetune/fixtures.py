@@ -158,6 +158,22 @@ def write_export(folder: Path, seed: int = 0, stem: str = "export"):
     return path, model
 
 
+def mat_task(folder: Path, h: int, w: int, k: int = 3):
+    """A pretrained export (FOLDER/export/) and a small Indian-Pines-layout .mat scene in
+    `folder`: (export path, image path, gt path), for runs of the indian_pines config."""
+    (folder / "export").mkdir()
+    export, _ = write_export(folder / "export")
+    image, gt = write_indian_pines(folder, h=h, w=w, k=k)
+    return export, image, gt
+
+
+def mat_cli_args(out: Path, export: Path, image: Path, gt: Path) -> list:
+    """`specaware finetune` arguments of a quiet indian_pines run on `mat_task`'s files."""
+    config = Path(__file__).parents[2] / "configs" / "finetune" / "indian_pines.yaml"
+    return ["--config", config, "--out", out, "--checkpoint", export, "--no-progress",
+            f"data.image={image}", f"data.gt={gt}", "protocol.patch=16"]
+
+
 def sample(c: int = 10, h: int = 8, w: int = 8, lo: float = 450, hi: float = 2400, seed: int = 0,
            label=None) -> dict:
     """One random sample dict of the data contract."""

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import write_export, write_indian_pines
+from fixtures import mat_cli_args, mat_task
 from test_runner import _run
 
 from specaware.cli import finetune as cli
@@ -47,15 +47,10 @@ def test_loop_counts_labelled_pixels_per_round_for_both_strategies():
 
 
 def test_finetune_active_command_writes_json_and_png(tmp_path):
-    (tmp_path / "export").mkdir()
-    export, _ = write_export(tmp_path / "export")
-    image, gt = write_indian_pines(tmp_path, h=12, w=12, k=3)
     out = tmp_path / "al"
-    printed = _run(cli, ["--config", CONFIGS / "indian_pines.yaml", "--out", out,
-                         "--checkpoint", export, "--no-progress", f"data.image={image}",
-                         f"data.gt={gt}", "protocol.patch=16", "protocol.seeds=[0,1]",
-                         "protocol.active.rounds=2", "protocol.active.budget=4",
-                         "protocol.active.epochs=20"])
+    printed = _run(cli, mat_cli_args(out, *mat_task(tmp_path, h=12, w=12)) + [
+        "protocol.seeds=[0,1]", "protocol.active.rounds=2", "protocol.active.budget=4",
+        "protocol.active.epochs=20"])
     assert "| labelled | active OA | random OA |" in printed
     result = json.loads((out / "active.json").read_text())
     assert [p["labelled"] for p in result["summary"]["random"]] == [6, 10, 14]
@@ -90,9 +85,7 @@ def test_active_learning_on_a_tile_folder_counts_tiles(tmp_path):
 def _closed_loop_cfg(tmp_path, train="prompt"):
     from specaware.config import build
     from specaware.finetune.config import FinetuneConfig
-    (tmp_path / "export").mkdir()
-    export, _ = write_export(tmp_path / "export")
-    image, gt = write_indian_pines(tmp_path, h=12, w=12, k=3)
+    export, image, gt = mat_task(tmp_path, h=12, w=12)
     return build(FinetuneConfig, [CONFIGS / "indian_pines.yaml"], [
         f"data.image={image}", f"data.gt={gt}", f"model.checkpoint={export}", "device=cpu",
         "protocol.patch=16", "optim.batch_size=16", "model.prompts=2",

@@ -1,19 +1,17 @@
 """k-shot protocol: exact k per class, disjoint from test, and the one-command grid with prompt
 tuning (tokens train, encoder frozen) on a generated Indian Pines."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from fixtures import write_export, write_indian_pines
+from fixtures import mat_cli_args, mat_task
 from test_runner import _run
 
 from specaware.cli import finetune as cli
 from specaware.config import ConfigError
 from specaware.finetune.kshot import kshot_indices, kshot_pixels
 
-CONFIGS = Path(__file__).parents[2] / "configs" / "finetune"
 
 
 @pytest.mark.parametrize("k", [1, 2, 4, 8])
@@ -46,15 +44,10 @@ def test_kshot_tiles_exact_and_too_small_class_is_named():
 
 
 def test_shots_grid_runs_three_methods_and_prompts_train_only_tokens(tmp_path):
-    (tmp_path / "export").mkdir()
-    export, _ = write_export(tmp_path / "export")
-    image, gt = write_indian_pines(tmp_path, h=16, w=16, k=3)
     out = tmp_path / "shots"
-    printed = _run(cli, ["--config", CONFIGS / "indian_pines.yaml", "--out", out,
-                         "--checkpoint", export, "--no-progress", f"data.image={image}",
-                         f"data.gt={gt}", "protocol.patch=16", "optim.epochs=1",
-                         "optim.batch_size=8", "protocol.seeds=[0]", "protocol.shots=[1,2]",
-                         "protocol.methods=[linear,prompt,full]", "model.prompts=2"])
+    printed = _run(cli, mat_cli_args(out, *mat_task(tmp_path, h=16, w=16)) + [
+        "optim.epochs=1", "optim.batch_size=8", "protocol.seeds=[0]", "protocol.shots=[1,2]",
+        "protocol.methods=[linear,prompt,full]", "model.prompts=2"])
     assert "| shots | linear | prompt | full |" in printed
     result = json.loads((out / "kshot.json").read_text())
     assert sorted(result["rows"]) == ["1", "2"] and result["seeds"] == [0]
