@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 
 from specaware.data import object_store
-from specaware.data.remote import RetryPolicy
+from specaware.data.remote import RetryPolicy, plain_url
 
 BUFFER = 2**20
 
@@ -22,12 +22,8 @@ BUFFER = 2**20
 def store_url(path: str) -> str | None:
     """The http(s):// or s3:// URL of `path` (GDAL's /vsicurl/ and /vsis3/ forms too), else
     None for a local path."""
-    text = str(path)
-    if text.startswith("/vsicurl/"):
-        text = text[len("/vsicurl/"):]
-    elif text.startswith("/vsis3/"):
-        text = "s3://" + text[len("/vsis3/"):]
-    return text if object_store.is_store_url(text) else None
+    url = plain_url(path)
+    return url if object_store.is_store_url(url) else None
 
 
 class RangeFile(io.RawIOBase):

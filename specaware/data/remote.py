@@ -91,14 +91,20 @@ def redact(text) -> str:
     return re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+", clean, str(text))
 
 
-def display_url(path) -> str:
-    """The user-facing URL of `path` (GDAL prefixes removed), redacted."""
+def plain_url(path) -> str:
+    """The inverse of `gdal_path`: /vsicurl/http(s)://x -> http(s)://x, /vsis3/b/k -> s3://b/k;
+    anything else unchanged."""
     text = str(path)
     if text.startswith("/vsicurl/"):
-        text = text[len("/vsicurl/"):]
-    elif text.startswith("/vsis3/"):
-        text = "s3://" + text[len("/vsis3/"):]
-    return redact(text)
+        return text[len("/vsicurl/"):]
+    if text.startswith("/vsis3/"):
+        return "s3://" + text[len("/vsis3/"):]
+    return text
+
+
+def display_url(path) -> str:
+    """The user-facing URL of `path` (GDAL prefixes removed), redacted."""
+    return redact(plain_url(path))
 
 
 # --------------------------------------------------------------------------- GDAL options
