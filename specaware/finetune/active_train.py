@@ -81,6 +81,7 @@ class RoundTrainer:
 
     def __init__(self, cfg, dataset, labels: np.ndarray, classes: int, pool: str, seed: int):
         from specaware.finetune.checkpoint import build_head
+        from specaware.finetune.distributed import resolve_device
         from specaware.finetune.kshot import method_model
         from specaware.finetune.runner import make_encoder
         from specaware.optim.seed import seed_everything
@@ -91,8 +92,7 @@ class RoundTrainer:
         m.pool = pool
         encoder = make_encoder(cfg, "pretrained" if cfg.model.checkpoint else "random")
         self.model = build_head("classification", encoder, classes, m)
-        auto = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(auto if cfg.device == "auto" else cfg.device)
+        self.device = resolve_device(cfg.device)
         self.model.to(self.device)
 
     def features(self) -> np.ndarray:

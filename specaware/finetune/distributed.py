@@ -54,6 +54,13 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value.strip() else default
 
 
+def resolve_device(device: str) -> torch.device:
+    """`device` of the config; "auto" = cuda when CUDA is available, else cpu."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
 def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistEnv:
     """Join the process group torchrun describes (nothing to do for a single process).
 
@@ -62,9 +69,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistEnv:
     """
     world, rank, local = (_env_int("WORLD_SIZE", 1), _env_int("RANK", 0),
                           _env_int("LOCAL_RANK", 0))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local if world > 1 else torch.cuda.current_device())
     if dev.type == "cuda":
