@@ -39,15 +39,40 @@ def _wait(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"server at {url} did not start within {timeout:g} s")
 
 
+SERVER_PIDS: dict[str, int] = {}  # server url -> pid, for its CPU time
+
+
 @contextmanager
 def serve(command: list[str], url: str):
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(url)
+        SERVER_PIDS[url] = process.pid
         yield url
     finally:
+        SERVER_PIDS.pop(url, None)
         process.terminate()
         process.wait(10)
+
+
+def process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of process `pid` with all its threads, finished ones
+    included (Linux /proc; 0.0 for None or elsewhere)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pid(source: str) -> int | None:
+    """The pid of the bench server behind `source` (an http:// URL or, for s3://, the
+    AWS_ENDPOINT_URL server), None for a local path."""
+    if source.startswith("s3://"):
+        source = os.environ.get("AWS_ENDPOINT_URL", "") + "/"
+    return next((pid for url, pid in SERVER_PIDS.items() if source.startswith(url)), None)
 
 
 def serve_http(root: Path):
@@ -82,16 +107,21 @@ def s3_endpoint(root: Path, names: list[str]):
 
 
 def interleaved_rates(sources: dict[str, str], args, tiles, eval_rate, train_rates
-                      ) -> dict[str, list[tuple[float, float]]]:
-    """Per source, one (eval-pass tiles/s, steady train-stream tiles/s) per round; each round
-    measures every source in turn, so a change of load on the shared machine hits all sources
-    of a round alike instead of whichever source was measured while it lasted."""
-    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in sources}
+                      ) -> dict[str, list[tuple[float, ...]]]:
+    """Per source, one (eval-pass tiles/s, steady train-stream tiles/s, train-stream CPU ms per
+    tile of the loader's processes, eval-pass CPU ms per tile of the server) per round (the eval
+    pass requests every tile exactly once, so the server's share per tile is exact there); each round measures every source
+    in turn, so a change of load on the shared machine hits all sources of a round alike
+    instead of whichever source was measured while it lasted."""
+    rounds: dict[str, list[tuple[float, ...]]] = {name: [] for name in sources}
     for _ in range(args.repeats):
         for name, source in sources.items():
+            pid = server_pid(source)
+            start = process_cpu(pid)
             evaluated = eval_rate(source, args.batch_size, args.workers, tiles)
-            (train,), _ = train_rates(source, args.batch_size, args.workers, tiles, 1)
-            rounds[name].append((evaluated, train))
+            server_ms = (process_cpu(pid) - start) * 1e3 / tiles
+            (train,), loader_ms = train_rates(source, args.batch_size, args.workers, tiles, 1)
+            rounds[name].append((evaluated, train, loader_ms, server_ms))
     return rounds
 
 
@@ -149,7 +179,7 @@ def _have_moto() -> bool:
     return True
 
 
-def _report_loader(rounds: dict[str, list[tuple[float, float]]]) -> None:
+def _report_loader(rounds: dict[str, list[tuple[float, ...]]]) -> None:
     """Median rates, and the median over rounds of each round's remote / local ratio."""
     def median(name, i):
         return statistics.median(r[i] for r in rounds[name])
@@ -166,6 +196,17 @@ def _report_loader(rounds: dict[str, list[tuple[float, float]]]) -> None:
               f"train stream {median(name, 1):7.1f} tiles/s (ratio {train:.2f}, rounds "
               f"{', '.join(f'{x:.2f}' for x in ratios[1])}; target >= {TARGET:.2f} "
               f"{'met' if train >= TARGET else 'NOT met'})")
+    local_ms = median("local", 2)
+    parts = [f"local {local_ms:.1f} ms"]
+    for name in ("https", "s3"):
+        if name in rounds:
+            loader, server = median(name, 2), median(name, 3)
+            parts.append(f"{'http' if name == 'https' else 's3'} {loader:.1f} ms + server "
+                         f"{server:.1f} ms (CPU-bound ratio local/(loader + server) "
+                         f"{local_ms / (loader + server):.2f}, without the server "
+                         f"{local_ms / loader:.2f})")
+    print(f"CPU per tile, train stream (loader's processes; server: eval pass) on "
+          f"{os.cpu_count()} cores: " + "; ".join(parts))
     print("(the servers share this machine's cores with the loader: their CPU is part of the "
           "remote cost here, unlike with a real object store)")
 
