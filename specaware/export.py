@@ -31,7 +31,7 @@ import torch
 log = logging.getLogger(__name__)
 
 __all__ = ["CheckpointError", "FORMAT", "export", "match_scalars", "read_export",
-           "read_meta", "read_safetensors", "read_safetensors_header", "write_export"]
+           "read_json_object", "read_meta", "read_safetensors", "read_safetensors_header", "write_export"]
 
 FORMAT = "specaware-export/1"
 
@@ -156,20 +156,29 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
-def read_meta(json_path: Path) -> dict[str, Any]:
-    """The OUT.json of an export, checked to be a JSON object of this format family."""
+def read_json_object(json_path: Path, missing: str, remedy: str) -> dict[str, Any]:
+    """The JSON object in `json_path` (the metadata half of an export or a fine-tuned
+    checkpoint). A missing file, bad JSON or a non-object is one CheckpointError line naming
+    the file: "`json_path` `missing`", or the defect followed by `remedy`."""
     if not json_path.is_file():
-        raise CheckpointError(f"{json_path} is missing: an export is OUT.safetensors plus OUT.json "
-                              "(model name and config). Re-export with `specaware export`, or "
-                              "pass variant=NAME to build a registered variant")
+        raise CheckpointError(f"{json_path} {missing}")
     try:
         meta = json.loads(json_path.read_text())
     except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{json_path}: not valid JSON ({_first_line(e)}); re-export with "
-                              "`specaware export`") from None
+        raise CheckpointError(f"{json_path}: not valid JSON ({_first_line(e)}); {remedy}") \
+            from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{json_path}: expected a JSON object, got {type(meta).__name__}; "
-                              "re-export with `specaware export`")
+                              f"{remedy}")
+    return meta
+
+
+def read_meta(json_path: Path) -> dict[str, Any]:
+    """The OUT.json of an export, checked to be a JSON object of this format family."""
+    meta = read_json_object(
+        json_path, "is missing: an export is OUT.safetensors plus OUT.json (model name and "
+        "config). Re-export with `specaware export`, or pass variant=NAME to build a registered "
+        "variant", "re-export with `specaware export`")
     fmt = meta.get("format")
     if fmt is not None and not str(fmt).startswith("specaware-export/"):
         raise CheckpointError(f"{json_path}: format {fmt!r} is not {FORMAT!r}")

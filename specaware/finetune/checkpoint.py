@@ -18,7 +18,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from specaware.config import from_dict, to_dict
-from specaware.export import CheckpointError, read_safetensors_header
+from specaware.export import CheckpointError, read_json_object, read_safetensors_header
 from specaware.finetune.config import ModelConfig
 
 FORMAT = "specaware-finetune/1"
@@ -79,19 +79,15 @@ def save_finetuned(model: nn.Module, path: str | Path, meta: dict) -> Path:
 
 
 def read_meta(path: str | Path) -> dict:
+    """NAME.json of a fine-tuned checkpoint, checked to be of this format."""
     json_path = Path(path).with_suffix(".json")
-    if not json_path.is_file():
-        raise CheckpointError(f"{json_path} not found: a fine-tuned checkpoint is NAME.safetensors "
-                              "+ NAME.json as written by `specaware finetune`")
-    try:
-        meta = json.loads(json_path.read_text())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{json_path}: not valid JSON ({type(e).__name__}); it is damaged: "
-                              "copy it again or re-run `specaware finetune`") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        fmt = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{json_path}: format {fmt!r} is not {FORMAT!r}; for a pretrained "
-                              "export use specaware.load_pretrained")
+    meta = read_json_object(
+        json_path, "not found: a fine-tuned checkpoint is NAME.safetensors + NAME.json as "
+        "written by `specaware finetune`", "it is damaged: copy it again or re-run "
+        "`specaware finetune`")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{json_path}: format {meta.get('format')!r} is not {FORMAT!r}; "
+                              "for a pretrained export use specaware.load_pretrained")
     return meta
 
 
