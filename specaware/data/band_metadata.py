@@ -7,7 +7,9 @@ Sources, first found wins:
   0. a wavelength file the user names (JSON {"wavelength": [...], "fwhm": [...]}, or one or
      two columns of text/CSV: centre[, fwhm]);
   1. ENVI metadata domain `wavelength` / `fwhm` / `wavelength units` (full precision lists);
-  2. per-band tags `wavelength` / `fwhm` (units from a `wavelength_units` tag);
+  2. per-band tags `wavelength` / `fwhm` (units from a `wavelength_units` tag; a dataset tag
+     `wavelength_source` names where a product reader took them from, e.g. "EMIT
+     sensor_band_parameters", for the shard summary);
   3. GDAL IMAGERY domain `CENTRAL_WAVELENGTH_UM` / `FWHM_UM` (micrometres, GDAL >= 3.10), or
      the same names as plain per-band tags;
   4. the catalogue entry of the named sensor (`--sensor` / `data.sensor`, a `SPECAWARE_SENSOR`
@@ -148,7 +150,8 @@ def _from_band_tags(src, where: str):
     wl_arr = np.asarray(wl)
     factor = unit_factor(units, wl_arr, where)
     fwhm_arr = np.asarray(fwhm) * factor
-    return wl_arr * factor, None if np.isnan(fwhm_arr).any() else fwhm_arr, "band tags"
+    source = _band_tag(src.tags(), "wavelength_source") or "band tags"
+    return wl_arr * factor, None if np.isnan(fwhm_arr).any() else fwhm_arr, source
 
 
 def _from_imagery_names(src, where: str, ns: str | None):
