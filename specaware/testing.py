@@ -138,17 +138,32 @@ def write_envi(path, cube: np.ndarray, *, wavelength=None, fwhm=None, units: str
     return path
 
 
+EMIT_GEOTRANSFORM = (-117.0, 0.000542, 0.0, 37.0, 0.0, -0.000542)  # GDAL order, degrees
+WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
+             'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]')
+
+
 def write_emit_nc(path, cube: np.ndarray, *, wavelength, fwhm, fill: float = -9999.0,
-                  variable: str = "reflectance") -> Path:
+                  variable: str = "reflectance", glt=None,
+                  geotransform=EMIT_GEOTRANSFORM) -> Path:
     """An EMIT L2A-style NetCDF4/HDF5 file (h5py): `variable` (downtrack, crosstrack, bands)
     float32 with `_FillValue`, `sensor_band_parameters/{wavelengths,fwhm,good_wavelengths}`
-    in nm, a `location` group; `cube` is [C, H, W] (NaN pixels are written as `fill`)."""
+    in nm, a `location` group with lat / lon and the GLT `glt_x` / `glt_y` (1-based swath
+    col / row of each output pixel, 0 = no data; `glt` = (glt_x, glt_y) int arrays of the
+    output grid's shape, default: the swath itself, 1:1), and the global attributes
+    `geotransform` (GDAL order) and `spatial_ref` (WKT, WGS 84) of the output grid; `cube` is
+    [C, H, W] (NaN pixels are written as `fill`)."""
     import h5py
 
     path = Path(path)
     data = np.where(np.isnan(cube), np.float32(fill), cube).astype(np.float32)
+    if glt is None:
+        rows, cols = np.indices(cube.shape[1:])
+        glt = (cols + 1, rows + 1)
     with h5py.File(path, "w") as h5:
         h5.attrs["title"] = "EMIT L2A Estimated Surface Reflectance (specaware test file)"
+        h5.attrs["geotransform"] = np.asarray(geotransform, np.float64)
+        h5.attrs["spatial_ref"] = WGS84_WKT
         h5.create_dataset(variable, data=data.transpose(1, 2, 0), chunks=True)
         h5[variable].attrs["_FillValue"] = np.float32(fill)
         params = h5.create_group("sensor_band_parameters")
@@ -158,21 +173,33 @@ def write_emit_nc(path, cube: np.ndarray, *, wavelength, fwhm, fill: float = -99
         location = h5.create_group("location")
         location["lat"] = np.zeros(cube.shape[1:], np.float64)
         location["lon"] = np.zeros(cube.shape[1:], np.float64)
+        location["glt_x"] = np.asarray(glt[0], np.int32)
+        location["glt_y"] = np.asarray(glt[1], np.int32)
     return path
 
 
+PRISMA_UL_CENTRE = (600015.0, 4500015.0)  # UTM 33N (EPSG:32633) easting, northing in m
+
+
 def write_prisma_he5(path, vnir: np.ndarray, swir: np.ndarray, *, cw_vnir, fwhm_vnir, cw_swir,
-                     fwhm_swir, level: str = "L2D", scale=((0.0, 1.0), (0.0, 1.0))) -> Path:
+                     fwhm_swir, level: str = "L2D", scale=((0.0, 1.0), (0.0, 1.0)),
+                     epsg: int | None = 32633, ul_centre=PRISMA_UL_CENTRE,
+                     pixel: float = 30.0) -> Path:
     """A PRISMA-style HE5 file (h5py): uint16 `VNIR_Cube` / `SWIR_Cube` stored (rows, bands,
     cols) under HDFEOS/SWATHS/PRS_<level>_HCO/Data Fields, centres / FWHM in nm as root
     attributes List_Cw_* / List_Fwhm_* (in cube band order; 0 = no data), L2 scaling
     attributes L2Scale<Vnir|Swir>Min/Max from `scale` ((min, max) per arm). `vnir` and `swir`
-    are [C, H, W] digital numbers."""
+    are [C, H, W] digital numbers. L2D files get the map grid as root attributes: `Epsg_Code`
+    (`epsg`; None writes none) and Product_UL/LR/UR/LLcorner_easting/_northing, the centres of
+    the corner pixels (`ul_centre`, `pixel` metres); other levels get per-pixel
+    Latitude/Longitude under Geolocation Fields (swath geometry)."""
     import h5py
 
     path = Path(path)
+    _, height, width = vnir.shape
     with h5py.File(path, "w") as h5:
-        fields = h5.create_group(f"HDFEOS/SWATHS/PRS_{level}_HCO/Data Fields")
+        swath = h5.create_group(f"HDFEOS/SWATHS/PRS_{level}_HCO")
+        fields = swath.create_group("Data Fields")
         for arm, cube, cw, fwhm, (low, high) in (("Vnir", vnir, cw_vnir, fwhm_vnir, scale[0]),
                                                  ("Swir", swir, cw_swir, fwhm_swir, scale[1])):
             fields.create_dataset(f"{arm.upper()}_Cube", data=cube.astype(np.uint16)
@@ -183,6 +210,19 @@ def write_prisma_he5(path, vnir: np.ndarray, swir: np.ndarray, *, cw_vnir, fwhm_
             h5.attrs[f"L2Scale{arm}Min"] = np.float32(low)
             h5.attrs[f"L2Scale{arm}Max"] = np.float32(high)
         h5.attrs["Product_ID"] = f"PRS_{level}_HCO"
+        if level == "L2D" and epsg is not None:
+            h5.attrs["Epsg_Code"] = np.int32(epsg)
+            east = {"UL": 0, "LL": 0, "UR": width - 1, "LR": width - 1}
+            south = {"UL": 0, "UR": 0, "LL": height - 1, "LR": height - 1}
+            for corner in east:
+                h5.attrs[f"Product_{corner}corner_easting"] = \
+                    np.float64(ul_centre[0] + pixel * east[corner])
+                h5.attrs[f"Product_{corner}corner_northing"] = \
+                    np.float64(ul_centre[1] - pixel * south[corner])
+        elif level != "L2D":
+            geo = swath.create_group("Geolocation Fields")
+            geo["Latitude"] = np.full((height, width), 45.0, np.float32)
+            geo["Longitude"] = np.full((height, width), 12.0, np.float32)
     return path
 
 

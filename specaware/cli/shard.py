@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "manifest last)")
     parser.add_argument("--subdataset", help="NetCDF/HDF5 variable to read when a product "
                         "holds several (the error lists them)")
+    parser.add_argument("--ortho", action="store_true",
+                        help="read EMIT swath files through their geometric lookup table (GLT) "
+                        "onto its map grid, so tiles carry a CRS (each grid pixel is the swath "
+                        "pixel the GLT names); PRISMA L2D is map-projected anyway")
     stac = parser.add_argument_group("STAC (instead of SCENE arguments)")
     stac.add_argument("--stac", metavar="CATALOG_OR_API", help="STAC catalogue (catalog.json, "
                       "collection.json) or API root URL whose items to shard")
@@ -95,6 +99,15 @@ def _print_report(manifest: dict, out: str) -> None:
                   f"reflectance) and the nodata value", file=sys.stderr)
 
 
+def _ortho(scene: str) -> str:
+    """EMIT-ORTHO:<scene> for an EMIT file (data/h5_cubes.py); other scenes unchanged."""
+    from specaware.data.h5_cubes import cube_name
+
+    if not scene.lower().endswith((".nc", ".nc4", ".h5", ".he5", ".hdf5")):
+        return scene
+    return cube_name(scene, ortho=True) or scene
+
+
 def _stac_scenes(args: argparse.Namespace) -> tuple[list[str], dict]:
     """(scene VRT paths, descriptors table with each item's provenance) from --stac."""
     from specaware.data.stac import StacQuery, item_scene, parse_bbox, search
@@ -133,7 +146,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         descriptors = _load_descriptors(args.descriptors)
-        scenes = args.scenes
+        scenes = [_ortho(s) for s in args.scenes] if args.ortho else args.scenes
         if args.stac:
             scenes, provenance = _stac_scenes(args)
             descriptors = {**provenance, **descriptors}

@@ -20,9 +20,16 @@ puts these products' band axis in the wrong place:
 few members of a rasterio dataset the readers use, so sharding, fine-tuning and predict read
 these products window by window like any raster: bands (C) first, then rows (H), cols (W).
 PRISMA bands are returned in ascending wavelength order (VNIR and SWIR interleave where they
-overlap), flagged bands dropped (and logged). Neither product is map-projected in these arrays
-(EMIT's geolocation lookup table and PRISMA's corner coordinates are not applied): scenes carry
-no CRS, and the GSD comes from the sensor catalogue (`emit` 60 m, `prisma` 30 m).
+overlap), flagged bands dropped (and logged). The GSD comes from the grid when there is one,
+else from the sensor catalogue (`emit` 60 m, `prisma` 30 m).
+
+Georeferencing (cube_geo.py): PRISMA L2D cubes carry their UTM CRS and affine transform (root
+attributes `Epsg_Code`, `Product_UL/LRcorner_easting/northing`), so their tiles are
+georeferenced like GeoTIFF tiles. PRISMA L1/L2B/L2C and EMIT are swath geometry: by default
+their tiles carry no CRS (noted once per file). An EMIT scene named `EMIT-ORTHO:<path>`
+(`specaware shard --ortho`) is orthorectified through its GLT instead: the scene is the GLT's
+north-up grid with the file's `geotransform` / `spatial_ref`, every pixel the swath pixel the
+GLT names (fill value where it names none).
 
 Remote files (http(s)://, s3://, /vsicurl/, /vsis3/) are read in place through ranged
 requests (range_file.py): only the metadata and the chunks a window touches are fetched.
@@ -42,9 +49,11 @@ from typing import Iterator
 import numpy as np
 from einops import rearrange
 
+from specaware.data import cube_geo
+
 log = logging.getLogger(__name__)
 
-KINDS = ("EMIT", "PRISMA")
+KINDS = ("EMIT", "PRISMA", "EMIT-ORTHO")
 _PRISMA_SWATH = re.compile(r"^PRS_(L1|L2[BCD])_HCO$")
 
 
@@ -72,12 +81,23 @@ class CubePart:
     nodata: float | None = None
 
 
+@dataclass
+class Layout:
+    """What `_layout` found: kind ("EMIT" / "PRISMA"), product ("L2A", "L1B", "L2D", ...),
+    the cube parts and the dataset tags."""
+
+    kind: str
+    product: str
+    parts: list[CubePart]
+    tags: dict[str, str]
+
+
 def _attr(node, name: str, default=None):
     value = node.attrs.get(name, default)
     return value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
 
 
-def _emit_parts(h5) -> tuple[list[CubePart], dict[str, str]] | None:
+def _emit_layout(h5) -> Layout | None:
     variable = next((v for v in ("reflectance", "radiance") if v in h5), None)
     if variable is None or "sensor_band_parameters/wavelengths" not in h5 \
             or h5[variable].ndim != 3:
@@ -93,7 +113,9 @@ def _emit_parts(h5) -> tuple[list[CubePart], dict[str, str]] | None:
                     fwhm if fwhm is not None else np.full(len(wl), np.nan),
                     nodata=None if fill is None else float(fill))
     level = "L2" if variable == "reflectance" else "L1"
-    return [part], {"SPECAWARE_SENSOR": "emit", "SPECAWARE_LEVEL": level}
+    return Layout("EMIT", "L2A" if level == "L2" else "L1B", [part],
+                  {"SPECAWARE_SENSOR": "emit", "SPECAWARE_LEVEL": level,
+                   "wavelength_source": "EMIT sensor_band_parameters"})
 
 
 def _prisma_part(h5, swath: str, arm: str, level: str, where: str) -> CubePart | None:
@@ -125,7 +147,7 @@ def _prisma_part(h5, swath: str, arm: str, level: str, where: str) -> CubePart |
                     None if fill is None else float(fill))
 
 
-def _prisma_parts(h5, where: str) -> tuple[list[CubePart], dict[str, str]] | None:
+def _prisma_layout(h5, where: str) -> Layout | None:
     swaths = list(h5["HDFEOS/SWATHS"]) if "HDFEOS/SWATHS" in h5 else []
     swath = next((s for s in swaths if _PRISMA_SWATH.match(s)), None)
     if swath is None:
@@ -135,18 +157,14 @@ def _prisma_parts(h5, where: str) -> tuple[list[CubePart], dict[str, str]] | Non
              if p is not None]
     if not parts:
         raise ValueError(f"{where}: PRISMA swath {swath} holds no VNIR_Cube or SWIR_Cube")
-    return parts, {"SPECAWARE_SENSOR": "prisma", "SPECAWARE_LEVEL": level[:2]}
+    return Layout("PRISMA", level, parts,
+                  {"SPECAWARE_SENSOR": "prisma", "SPECAWARE_LEVEL": level[:2],
+                   "wavelength_source": "PRISMA List_Cw/List_Fwhm attributes"})
 
 
-def _layout(h5, where: str) -> tuple[str, list[CubePart], dict[str, str]] | None:
-    """(kind, parts, dataset tags) of an open h5py file, or None for another product."""
-    found = _emit_parts(h5)
-    if found is not None:
-        return "EMIT", *found
-    found = _prisma_parts(h5, where)
-    if found is not None:
-        return "PRISMA", *found
-    return None
+def _layout(h5, where: str) -> Layout | None:
+    """The layout of an open h5py file, or None for another product."""
+    return _emit_layout(h5) or _prisma_layout(h5, where)
 
 
 def _split(name: str) -> tuple[str, str] | None:
@@ -155,16 +173,26 @@ def _split(name: str) -> tuple[str, str] | None:
 
 
 def is_cube_name(name) -> bool:
-    """True for a scene name made by `cube_name` (EMIT:<path>, PRISMA:<path>)."""
+    """True for a scene name made by `cube_name` (EMIT:<path>, PRISMA:<path>,
+    EMIT-ORTHO:<path>)."""
     return _split(name) is not None
 
 
-def cube_name(path) -> str | None:
+def cube_path(name: str) -> str:
+    """The file of a scene name from `cube_name` (any other name unchanged)."""
+    found = _split(name)
+    return found[1] if found else name
+
+
+def cube_name(path, ortho: bool = False) -> str | None:
     """EMIT:<path> or PRISMA:<path> when `path` is such a product, else None (also when the
-    file is not HDF5, or h5py is not installed: GDAL then reads it as before)."""
+    file is not HDF5, or h5py is not installed: GDAL then reads it as before). ortho: an EMIT
+    file becomes EMIT-ORTHO:<path> (read through its GLT); PRISMA L2D is map-projected anyway,
+    and other PRISMA levels cannot be (ValueError)."""
     if is_cube_name(path):
-        return str(path)
-    from specaware.data.remote import RemoteReadError
+        kind, plain = _split(path)
+        return cube_name(plain, ortho) if ortho and kind == "EMIT" else str(path)
+    from specaware.data.remote import RemoteReadError, display_url
 
     try:
         h5py = _h5py()
@@ -177,7 +205,14 @@ def cube_name(path) -> str | None:
         raise  # 404, 403, no response: one line naming the URL
     except OSError:  # not an HDF5 file (a NetCDF3, a GeoTIFF...)
         return None
-    return f"{found[0]}:{path}" if found else None
+    if not found:
+        return None
+    if ortho and found.kind == "PRISMA" and found.product != "L2D":
+        raise ValueError(f"{display_url(path)}: PRISMA {found.product} is swath geometry "
+                         f"without a lookup table to orthorectify it; use the L2D product, or "
+                         f"shard it without --ortho")
+    kind = "EMIT-ORTHO" if ortho and found.kind == "EMIT" else found.kind
+    return f"{kind}:{path}"
 
 
 @contextmanager
@@ -205,45 +240,75 @@ def open_cube(name: str) -> Iterator["CubeDataset"]:
             found = _layout(h5, path)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
-        if found is None or found[0] != kind:
+        if found is None or found.kind != kind.split("-")[0]:
             raise ValueError(f"{path}: not a {kind} product (no {kind} cube layout found); "
                              f"pass the file itself, not {name!r}")
-        yield CubeDataset(name, h5, found[1], found[2])
+        yield CubeDataset(name, h5, found, ortho=kind == "EMIT-ORTHO")
 
 
 class CubeDataset:
     """The members of a rasterio dataset that open_scene / read_window / read_decimated /
     predict use, over the parts of one EMIT or PRISMA file: band c of the scene is
-    `order[c]` = (part, position in part.bands), bands sorted by centre wavelength."""
+    `order[c]` = (part, position in part.bands), bands sorted by centre wavelength.
+    ortho (EMIT): the scene is the GLT's output grid instead of the swath (cube_geo.Glt)."""
 
-    crs = None
     subdatasets: list[str] = []
 
-    def __init__(self, name: str, h5, parts: list[CubePart], tags: dict[str, str]):
-        from rasterio import Affine
+    def __init__(self, name: str, h5, layout: Layout, ortho: bool = False):
+        from specaware.data.remote import display_url
 
-        self.name, self._h5, self._parts, self._tags = name, h5, parts, dict(tags)
-        self._tags["wavelength_units"] = "Nanometers"
+        parts = layout.parts
+        self.name, self._h5, self._parts = name, h5, parts
+        self._tags = {**layout.tags, "wavelength_units": "Nanometers"}
         entries = [(w, p, j) for p, part in enumerate(parts)
                    for j, w in enumerate(part.wavelength)]
         self.order = [(p, j) for _, p, j in sorted(entries, key=lambda e: e[0])]
-        first = parts[0]
-        shape = h5[first.array].shape
-        self.height, self.width = (shape[0], shape[1]) if first.axes == "hwc" \
-            else (shape[0], shape[2])
-        for part in parts[1:]:
-            other = h5[part.array].shape
-            if (other[0], other[2]) != (self.height, self.width):
-                raise ValueError(f"{part.array} is {other[0]} x {other[2]} pixels, "
-                                 f"{first.array} {self.height} x {self.width}")
+        height, width = self._swath_shape(h5, parts)
+        where = display_url(_split(name)[1])
+        self._glt = cube_geo.emit_glt(h5, where, height, width) if ortho else None
+        if self._glt is not None:
+            grid = self._glt.grid
+            height, width = self._glt.shape
+        elif layout.kind == "PRISMA":
+            grid = cube_geo.prisma_grid(h5.attrs, layout.product, where, height, width)
+        else:
+            grid = cube_geo.Grid()
+            cube_geo.note_once(where, f"EMIT {layout.product} is in swath geometry: its tiles "
+                               f"carry no CRS and their rows/cols are downtrack/crosstrack "
+                               f"pixels; name the scene EMIT-ORTHO:<file> (specaware shard "
+                               f"--ortho) to read it through its GLT onto a map grid")
+        self.height, self.width, self.crs, self.transform = height, width, grid.crs, grid.transform
         self.count = len(self.order)
-        self.transform = Affine.identity()
         self.descriptions = tuple(f"{parts[p].array.rsplit('/', 1)[-1]}:{parts[p].bands[j]}"
                                   for p, j in self.order)
         self.dtypes = tuple(str(h5[parts[p].array].dtype) for p, _ in self.order)
-        self.nodatavals = tuple(parts[p].nodata for p, _ in self.order)
+        self.nodatavals = tuple(self._fill(parts[p]) for p, _ in self.order)
         self.scales = tuple(parts[p].scale for p, _ in self.order)
         self.offsets = tuple(parts[p].offset for p, _ in self.order)
+
+    @staticmethod
+    def _swath_shape(h5, parts: list[CubePart]) -> tuple[int, int]:
+        first = parts[0]
+        shape = h5[first.array].shape
+        height, width = (shape[0], shape[1]) if first.axes == "hwc" else (shape[0], shape[2])
+        for part in parts[1:]:
+            other = h5[part.array].shape
+            if (other[0], other[2]) != (height, width):
+                raise ValueError(f"{part.array} is {other[0]} x {other[2]} pixels, "
+                                 f"{first.array} {height} x {width}")
+        return height, width
+
+    def _fill(self, part: CubePart) -> float | None:
+        """The part's nodata; NaN for pixels the GLT leaves empty when the file has none."""
+        return part.nodata if self._glt is None or part.nodata is not None else float("nan")
+
+    @property
+    def bounds(self):
+        from rasterio.coords import BoundingBox
+        from rasterio.transform import array_bounds
+
+        west, south, east, north = array_bounds(self.height, self.width, self.transform)
+        return BoundingBox(west, south, east, north)
 
     def tags(self, bidx: int = 0, ns: str | None = None) -> dict[str, str]:
         if ns is not None:
@@ -270,9 +335,7 @@ class CubeDataset:
                       if self.order[b - 1][0] == p]
             if not wanted:
                 continue
-            array = self._h5[part.array]
-            block = (rearrange(array[rows, :, cols], "h c w -> c h w") if part.axes == "hcw"
-                     else rearrange(array[rows, cols, :], "h w c -> c h w"))
+            block = self._block(part, rows, cols)
             if out is None:
                 out = np.empty((len(bands), *block.shape[1:]), dtype=dtype)
             targets, sources = zip(*wanted)
@@ -280,6 +343,18 @@ class CubeDataset:
         if out_shape is not None:
             out = out[:, :out_shape[-2], :out_shape[-1]]
         return out[0] if single else out
+
+    def _block(self, part: CubePart, rows: slice, cols: slice) -> np.ndarray:
+        """[C_part, h, w] all bands of `part` at scene `rows` x `cols` (GLT gathered)."""
+        array = self._h5[part.array]
+
+        def swath(r: slice, c: slice) -> np.ndarray:
+            return (rearrange(array[r, :, c], "h c w -> c h w") if part.axes == "hcw"
+                    else rearrange(array[r, c, :], "h w c -> c h w"))
+
+        if self._glt is None:
+            return swath(rows, cols)
+        return self._glt.gather(swath, rows, cols, self._fill(part))
 
     def _slices(self, window, out_shape) -> tuple[slice, slice]:
         if window is None:

@@ -66,7 +66,9 @@ class RasterScene:
 
     @property
     def name(self) -> str:
-        return Path(str(self.path)).stem
+        """The file's stem (without an EMIT:/PRISMA: reader prefix): tile keys start with it."""
+        from specaware.data.h5_cubes import cube_path
+        return Path(cube_path(str(self.path))).stem
 
 
 def _gsd_from_transform(src) -> float | None:

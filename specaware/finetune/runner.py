@@ -106,10 +106,11 @@ def check_inputs(cfg: FinetuneConfig) -> None:
 def _require_input(key: str, path) -> None:
     """ConfigError naming `key` unless the file is there; a URL / s3:// / GDAL network path is
     opened (headers only) so a typo, 404 or missing credentials surface before training."""
+    from specaware.data.h5_cubes import cube_path
     from specaware.data.remote import RemoteReadError, check_exists, is_remote
 
     if not is_remote(path):
-        if not Path(path).exists():
+        if not Path(cube_path(str(path))).exists():  # EMIT-ORTHO:<file> names a file too
             raise ConfigError(f"config key {key!r}: {path} not found")
         return
     try:

@@ -56,7 +56,7 @@ def test_prisma_cubes_are_stacked_in_wavelength_order_scaled_without_flagged_ban
     scene = open_scene(path)
     np.testing.assert_allclose(scene.wavelength, [500, 750, 960, 980, 1600, 2200])
     np.testing.assert_allclose(scene.fwhm, [10, 11, 13, 12, 8, 9])
-    assert (scene.sensor, scene.level, scene.gsd, scene.crs) == ("prisma", "L2", 30.0, None)
+    assert (scene.sensor, scene.level, scene.gsd, scene.crs) == ("prisma", "L2", 30.0, "EPSG:32633")
     # source band of each scene band, and the L2 scaling min + DN * (max - min) / 65535
     source = [vnir[3], vnir[1], swir[2], vnir[0], swir[1], swir[0]]
     low_high = [(0.0, 1.0)] * 2 + [(-0.1, 0.9)] + [(0.0, 1.0)] + [(-0.1, 0.9)] * 2
