@@ -1,6 +1,7 @@
 """`specaware bench loader --remote` (issue 22): the streaming loader reading shards from a
 loopback HTTP server and a loopback S3 server (moto), against the same shards read locally,
-side by side in one run; then `specaware shard` reading a tiled GeoTIFF over HTTP / S3 against
+side by side in one run (and the same S3 GetObject requests answered by the HTTP server, to
+separate the S3 client's cost from moto's); then `specaware shard` reading a tiled GeoTIFF over HTTP / S3 against
 the same file on disk.
 
 Servers run in their own processes (specaware.testing_remote's HTTP server, moto_server) on
@@ -106,16 +107,20 @@ def s3_endpoint(root: Path, names: list[str]):
         yield "s3://bench/"
 
 
-def interleaved_rates(sources: dict[str, str], args, tiles, eval_rate, train_rates
+def interleaved_rates(sources: dict[str, str], args, tiles, eval_rate, train_rates,
+                      endpoints: dict[str, str] | None = None
                       ) -> dict[str, list[tuple[float, ...]]]:
     """Per source, one (eval-pass tiles/s, steady train-stream tiles/s, train-stream CPU ms per
     tile of the loader's processes, eval-pass CPU ms per tile of the server) per round (the eval
-    pass requests every tile exactly once, so the server's share per tile is exact there); each round measures every source
-    in turn, so a change of load on the shared machine hits all sources of a round alike
-    instead of whichever source was measured while it lasted."""
+    pass requests every tile exactly once, so the server's share per tile is exact there);
+    each round measures every source in turn, so a change of load on the shared machine hits
+    all sources of a round alike instead of whichever source was measured while it lasted.
+    `endpoints`: AWS_ENDPOINT_URL per s3:// source (the loader's workers read it)."""
     rounds: dict[str, list[tuple[float, ...]]] = {name: [] for name in sources}
     for _ in range(args.repeats):
         for name, source in sources.items():
+            if name in (endpoints or {}):
+                os.environ["AWS_ENDPOINT_URL"] = endpoints[name]
             pid = server_pid(source)
             start = process_cpu(pid)
             evaluated = eval_rate(source, args.batch_size, args.workers, tiles)
@@ -156,16 +161,22 @@ def run_remote(args, write_shards, eval_rate, train_rates) -> int:
         names = sorted(p.relative_to(root).as_posix() for p in (root / "set").iterdir())
         print(f"bench_loader --remote: {tiles} tiles of 224 x {size} x {size} {args.dtype} in "
               f"{tiles // per_shard} shards, batch {args.batch_size}, {args.workers} workers, "
-              f"{args.repeats} rounds of local / http / s3 in turn, medians; servers on 127.0.0.1 "
+              f"{args.repeats} rounds of every source in turn, medians; servers on 127.0.0.1 "
               f"in their own processes")
         eval_rate(root / "set", args.batch_size, args.workers, tiles)  # page cache warm
         s3 = _have_moto()
         with contextlib.ExitStack() as servers:
-            sources = {"local": str(root / "set"),
-                       "https": servers.enter_context(serve_http(root)) + "set/"}
+            http = servers.enter_context(serve_http(root))
+            sources, endpoints = {"local": str(root / "set"), "https": http + "set/"}, {}
             if s3:
                 sources["s3"] = servers.enter_context(s3_endpoint(root, names)) + "set/"
-            _report_loader(interleaved_rates(sources, args, tiles, eval_rate, train_rates))
+                endpoints["s3"] = os.environ["AWS_ENDPOINT_URL"]
+                # the same GetObject requests answered by the sendfile server (path-style:
+                # s3://set/KEY is GET /set/KEY; it ignores the signature): the client's S3
+                # path without moto's Python server
+                sources["s3-sendfile"], endpoints["s3-sendfile"] = "s3://set/", http.rstrip("/")
+            _report_loader(interleaved_rates(sources, args, tiles, eval_rate, train_rates,
+                                             endpoints))
         _shard_bench(root, args, s3)
     return 0
 
@@ -186,29 +197,31 @@ def _report_loader(rounds: dict[str, list[tuple[float, ...]]]) -> None:
 
     print(f"local shards      : eval pass {median('local', 0):7.1f} tiles/s, train stream "
           f"{median('local', 1):7.1f} tiles/s   (reference)")
-    for name in ("https", "s3"):
+    labels = {"https": "http://127.0.0.1", "s3": "s3 (moto)", "s3-sendfile": "s3 (sendfile)"}
+    for name, label in labels.items():
         if name not in rounds:
             continue
         ratios = [[r[i] / l[i] for r, l in zip(rounds[name], rounds["local"])] for i in (0, 1)]
         evaluated, train = (statistics.median(x) for x in ratios)
-        label = "http://127.0.0.1" if name == "https" else "s3 (moto)"
         print(f"{label:<18}: eval pass {median(name, 0):7.1f} tiles/s (ratio {evaluated:.2f}), "
               f"train stream {median(name, 1):7.1f} tiles/s (ratio {train:.2f}, rounds "
               f"{', '.join(f'{x:.2f}' for x in ratios[1])}; target >= {TARGET:.2f} "
               f"{'met' if train >= TARGET else 'NOT met'})")
     local_ms = median("local", 2)
     parts = [f"local {local_ms:.1f} ms"]
-    for name in ("https", "s3"):
+    for name in labels:
         if name in rounds:
             loader, server = median(name, 2), median(name, 3)
-            parts.append(f"{'http' if name == 'https' else 's3'} {loader:.1f} ms + server "
+            parts.append(f"{labels[name]} {loader:.1f} ms + server "
                          f"{server:.1f} ms (CPU-bound ratio local/(loader + server) "
                          f"{local_ms / (loader + server):.2f}, without the server "
                          f"{local_ms / loader:.2f})")
     print(f"CPU per tile, train stream (loader's processes; server: eval pass) on "
           f"{os.cpu_count()} cores: " + "; ".join(parts))
     print("(the servers share this machine's cores with the loader: their CPU is part of the "
-          "remote cost here, unlike with a real object store)")
+          "remote cost here, unlike with a real object store; s3 (sendfile) is the specaware "
+          "HTTP server answering the same GetObject requests, which isolates the S3 client "
+          "path from moto's server)")
 
 
 def _shard_bench(root: Path, args, s3: bool | None) -> None:
