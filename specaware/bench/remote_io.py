@@ -1,13 +1,13 @@
 """`specaware bench loader --remote` (issue 22): the streaming loader reading shards from a
 loopback HTTP server and a loopback S3 server (moto), against the same shards read locally,
 side by side in one run (and the same S3 GetObject requests answered by the HTTP server, to
-separate the S3 client's cost from moto's); then `specaware shard` reading a tiled GeoTIFF over HTTP / S3 against
-the same file on disk.
+separate the S3 client's cost from moto's); then `specaware shard` reading a tiled GeoTIFF
+over HTTP / S3 against the same file on disk.
 
 Servers run in their own processes (specaware.testing_remote's HTTP server, moto_server) on
-127.0.0.1, so they do not share the benchmark's GIL; they are stopped at the end. Loopback has no latency or
-bandwidth limit worth the name: the ratios measure what the remote path costs in CPU
-(HTTP parsing, tar streaming, copies out of the socket), not what a WAN link would cost.
+127.0.0.1, so they do not share the benchmark's GIL; they are stopped at the end. Loopback has
+no latency or bandwidth limit worth the name: the ratios measure what the remote path costs in
+CPU (HTTP parsing, tar streaming, copies out of the socket), not what a WAN link would cost.
 Target: remote / local >= 0.7 for the train stream at 2 workers.
 """
 from __future__ import annotations
