@@ -3,7 +3,8 @@ and users writing their own tests build scenes and shards with these.
 
 Scenes:  synthetic_cube, write_geotiff (wavelengths as band tags / GDAL IMAGERY / ENVI domain,
          nm or micrometres), write_envi (raw cube + hand-written .hdr, as real ENVI files come),
-         write_emit_nc / write_prisma_he5 (those products' HDF5 layouts, band axis not first).
+         write_emit_nc / write_prisma_he5 (those products' HDF5 layouts, band axis not first),
+         write_netcdf (CF-georeferenced NetCDF, or without CF axes, rows north or south first).
 Shards:  write_tiny_shards (a few tar shards + manifest via the real codec and writer),
          corrupt_shard (truncate a tar or garble a member).
 Keep everything tiny: tests run on 2 shared CPU cores.
@@ -135,6 +136,53 @@ def write_envi(path, cube: np.ndarray, *, wavelength=None, fwhm=None, units: str
         if fwhm is not None:
             lines.append("fwhm = {" + _fmt(np.asarray(fwhm) * factor) + "}")
     path.with_suffix(".hdr").write_text("\n".join(lines) + "\n" + extra_header)
+    return path
+
+
+def write_netcdf(path, variables: dict, *, wavelength=None, units: str = "nm", cf: bool = True,
+                 south_first: bool = False, origin=ORIGIN, gsd: float = 2.0,
+                 crs_epsg: int | None = 32611) -> Path:
+    """A NetCDF4 file (netCDF4) of `variables`: name -> [C, H, W] (dims wavelength or band,
+    y, x) or [H, W] arrays, row 0 the northern edge (`origin` its upper-left corner, `gsd` m).
+
+    cf: x/y coordinate variables with CF `standard_name` projection_x/y_coordinate, `axis` and
+    `units`, and a grid_mapping variable `crs` (`crs_wkt`, EPSG `crs_epsg`) named by every
+    variable, so GDAL georeferences them; False writes x/y values with units only (GDAL then
+    finds no y axis). south_first: rows stored south to north (y increasing), as many
+    climate files are; the arrays given stay north-up. wavelength: a coordinate of the third
+    axis in `units`."""
+    import netCDF4
+    from rasterio.crs import CRS
+
+    path = Path(path)
+    h, w = next(iter(variables.values())).shape[-2:]
+    order = slice(None, None, -1) if south_first else slice(None)
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("y", h)
+        nc.createDimension("x", w)
+        y, x = nc.createVariable("y", "f8", ("y",)), nc.createVariable("x", "f8", ("x",))
+        y[:] = (origin[1] - gsd * (np.arange(h) + 0.5))[order]
+        x[:] = origin[0] + gsd * (np.arange(w) + 0.5)
+        y.units = x.units = "m"
+        if cf:
+            y.standard_name, y.axis = "projection_y_coordinate", "Y"
+            x.standard_name, x.axis = "projection_x_coordinate", "X"
+            crs = nc.createVariable("crs", "i4")
+            crs.grid_mapping_name = "transverse_mercator"
+            crs.crs_wkt = CRS.from_epsg(crs_epsg).to_wkt()
+        if wavelength is not None:
+            nc.createDimension("wavelength", len(wavelength))
+            coord = nc.createVariable("wavelength", "f8", ("wavelength",))
+            coord[:], coord.units = wavelength, units
+        for name, array in variables.items():
+            dims = ("y", "x") if array.ndim == 2 else (
+                ("wavelength" if wavelength is not None else "band"), "y", "x")
+            if array.ndim == 3 and wavelength is None and "band" not in nc.dimensions:
+                nc.createDimension("band", array.shape[0])
+            var = nc.createVariable(name, "f4", dims)
+            if cf:
+                var.grid_mapping = "crs"
+            var[:] = array[..., order, :]
     return path
 
 

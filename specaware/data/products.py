@@ -71,7 +71,8 @@ def _grid(sources: list[BandSource]):
             headers.append({"w": src.width, "h": src.height, "t": src.transform,
                             "crs": src.crs, "dtype": src.dtypes[s.band - 1],
                             "nodata": src.nodatavals[s.band - 1], "scale": src.scales[s.band - 1],
-                            "offset": src.offsets[s.band - 1], "bounds": src.bounds})
+                            "offset": src.offsets[s.band - 1], "bounds": src.bounds,
+                            "file_order": src.driver == "netCDF" and src.transform.is_identity})
     finest = min(headers, key=lambda h: abs(h["t"].a))
     for s, h in zip(sources, headers):
         h.update({k: getattr(s, k) for k in ("scale", "offset", "nodata")
@@ -129,6 +130,9 @@ def stack_vrt(sources: list[BandSource], name: str, tags: dict[str, str] | None 
     dataset_tags = dict(tags or {})
     if all(known):
         dataset_tags["wavelength_units"] = "Nanometers"
+    if any(h["file_order"] for h in headers):  # sources read in file order (netcdf_rows.py)
+        from specaware.data import netcdf_rows
+        dataset_tags[netcdf_rows.TAG] = netcdf_rows.FILE_ORDER
     meta = "".join(f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>'
                    for k, v in dataset_tags.items())
     srs = f"<SRS>{escape(finest['crs'].to_wkt())}</SRS>" if finest["crs"] else ""
@@ -255,10 +259,15 @@ def as_scene(path, subdataset: str | None = None) -> str | Path:
             return cube
     with open_raster(path) as src:
         subdatasets = [_quoted(name, path) for name in src.subdatasets]
-        if not subdatasets:
+    if subdatasets:
+        found = subdataset_sources(str(path), subdatasets, subdataset)
+        if isinstance(found, str):
+            return found
+    else:  # one variable: GDAL opens it as the file itself
+        found = cube_sources(str(path))
+        if not found:
             return path
-    found = subdataset_sources(str(path), subdatasets, subdataset)
-    if isinstance(found, str):
-        return found
     stem = Path(display_url(path)).stem + (f"-{subdataset}" if subdataset else "")
-    return stack_vrt(found, stem)
+    coordinate = all(s.wavelength is not None for s in found)
+    return stack_vrt(found, stem, {"wavelength_source": "NetCDF wavelength coordinate"}
+                     if coordinate else None)

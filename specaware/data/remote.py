@@ -258,10 +258,15 @@ def open_raster(path, policy: RetryPolicy | None = None):
         with h5_cubes.open_cube(str(path)) as cube:
             yield cube
         return
+    from specaware.data.netcdf_rows import in_file_order
+
     remote = is_remote(path)
-    with gdal_env(policy, remote):
+    with gdal_env(policy, remote), contextlib.ExitStack() as rows:
         try:
             src = rasterio.open(gdal_path(path))
+            # a NetCDF variable without a y axis: file order, not GDAL's bottom-up guess
+            src = in_file_order(src, lambda: rasterio.open(gdal_path(path)),
+                                display_url(path), rows)
         except RasterioIOError as err:
             if not remote:
                 raise

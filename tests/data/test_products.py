@@ -1,7 +1,8 @@
 """Products that are not one multi-band raster shard as one scene: a NetCDF cube with a
 wavelength coordinate, a NetCDF with one variable per band (Sentinel-2 L3 style), a folder of
 one file per band (Landsat collection, Sentinel-2 SAFE at mixed resolutions); an ambiguous
-container fails listing its subdatasets. Fixtures are tiny files written here (netCDF4)."""
+container fails listing its subdatasets; NetCDF rows land where the file says (CF y axis, or
+file order without one). Fixtures are tiny files (specaware.testing.write_netcdf, netCDF4)."""
 import numpy as np
 import pytest
 
@@ -9,38 +10,15 @@ from specaware.data.products import as_scene
 from specaware.data.raster import RasterMetadataError, open_scene
 from specaware.data.shard import shard_scenes
 from specaware.data.tiling import TilingOptions
-from specaware.testing import sensor_bands, synthetic_cube, write_geotiff
+from specaware.testing import sensor_bands, synthetic_cube, write_geotiff, write_netcdf
 
 netCDF4 = pytest.importorskip("netCDF4")
 WL, FWHM, _ = sensor_bands("emit", 6)
 
 
-def _netcdf(path, variables: dict, wavelength=None, units="nm"):
-    """variables: name -> array [C, H, W] (dims wavelength/band, y, x) or [H, W]."""
-    with netCDF4.Dataset(path, "w") as nc:
-        h, w = next(iter(variables.values())).shape[-2:]
-        nc.createDimension("y", h)
-        nc.createDimension("x", w)
-        y, x = nc.createVariable("y", "f8", ("y",)), nc.createVariable("x", "f8", ("x",))
-        y[:], x[:] = 4100000.0 - 2.0 * (np.arange(h) + 0.5), 500000.0 + 2.0 * (np.arange(w) + 0.5)
-        y.units = x.units = "m"
-        if wavelength is not None:
-            nc.createDimension("wavelength", len(wavelength))
-            coord = nc.createVariable("wavelength", "f8", ("wavelength",))
-            coord[:], coord.units = wavelength, units
-        for name, array in variables.items():
-            dims = ("y", "x") if array.ndim == 2 else (
-                ("wavelength" if wavelength is not None else "band"), "y", "x")
-            if array.ndim == 3 and wavelength is None and "band" not in nc.dimensions:
-                nc.createDimension("band", array.shape[0])
-            var = nc.createVariable(name, "f4", dims)
-            var[:] = array
-    return path
-
-
 def test_netcdf_cube_with_wavelength_coordinate_is_one_scene(tmp_path):
     cube = np.clip(synthetic_cube(WL, 32, 32), 0.001, None)
-    path = _netcdf(tmp_path / "emit_like.nc", {"reflectance": cube,
+    path = write_netcdf(tmp_path / "emit_like.nc", {"reflectance": cube,
                                               "quality": np.zeros((32, 32), np.float32)},
                    wavelength=np.asarray(WL) / 1000.0, units="micrometers")
     scene = open_scene(as_scene(path), gsd=2.0)
@@ -55,7 +33,7 @@ def test_netcdf_with_one_variable_per_band_stacks_them_in_band_order(tmp_path):
     wl, _, names = sensor_bands("sentinel-2a")
     picked = {"B08": 7, "B02": 1, "B04": 3, "B03": 2}   # written out of order
     cube = np.clip(synthetic_cube(wl, 32, 32), 0.001, None)
-    path = _netcdf(tmp_path / "s2_l3.nc", {k: cube[i] for k, i in picked.items()})
+    path = write_netcdf(tmp_path / "s2_l3.nc", {k: cube[i] for k, i in picked.items()})
     scene = open_scene(as_scene(path), sensor="sentinel-2a", gsd=10.0)
     assert scene.band_names == ["B2", "B3", "B4", "B8"]
     np.testing.assert_allclose(scene.wavelength, wl[[1, 2, 3, 7]])
@@ -63,7 +41,7 @@ def test_netcdf_with_one_variable_per_band_stacks_them_in_band_order(tmp_path):
 
 def test_ambiguous_container_lists_its_subdatasets(tmp_path):
     cube = np.ones((3, 16, 16), np.float32)
-    path = _netcdf(tmp_path / "two.nc", {"radiance": cube, "reflectance": cube})
+    path = write_netcdf(tmp_path / "two.nc", {"radiance": cube, "reflectance": cube})
     with pytest.raises(RasterMetadataError) as err:
         as_scene(path)
     message = str(err.value)
@@ -125,7 +103,7 @@ def test_remote_netcdf_cube_over_vsicurl_reads_like_the_local_file(tmp_path, mon
 
     monkeypatch.setenv("SPECAWARE_HTTP_RETRY_DELAY", "0.05")
     cube = np.clip(synthetic_cube(WL, 32, 32), 0.001, None).astype(np.float32)
-    path = _netcdf(tmp_path / "cube.nc", {"reflectance": cube,
+    path = write_netcdf(tmp_path / "cube.nc", {"reflectance": cube,
                                           "quality": np.zeros((32, 32), np.float32)},
                    wavelength=np.asarray(WL), units="nm")
     local = {(t.row, t.col): t.data.copy()
@@ -136,9 +114,65 @@ def test_remote_netcdf_cube_over_vsicurl_reads_like_the_local_file(tmp_path, mon
         tiles = {(t.row, t.col): t.data for t in iter_tiles(scene, 16)}
         with pytest.raises(RasterMetadataError, match=r"ambiguous product.*\n  NETCDF:\"/vsicurl/"
                                                       r"http://127\.0\.0\.1:\d+/two\.nc\":a"):
-            _netcdf(tmp_path / "two.nc", {"a": cube[:3], "b": cube[:3]})
+            write_netcdf(tmp_path / "two.nc", {"a": cube[:3], "b": cube[:3]})
             as_scene(server.url("two.nc"))
     np.testing.assert_allclose(scene.wavelength, WL, rtol=1e-5)
     assert sorted(tiles) == sorted(local) == [(0, 0), (0, 16), (16, 0), (16, 16)]
     for origin, data in tiles.items():
         np.testing.assert_array_equal(data, local[origin])
+
+
+def _marked_cube():
+    """[C, 32, 32] with every pixel distinct: row r, col c of band b holds b*10000 + r*100 + c."""
+    b, r, c = np.indices((3, 32, 32))
+    return (b * 10000 + r * 100 + c).astype(np.float32)
+
+
+@pytest.mark.parametrize("south_first", [False, True])
+def test_cf_netcdf_rows_land_north_up_however_the_file_stores_them(tmp_path, south_first):
+    from specaware.data.raster import iter_tiles
+
+    cube = _marked_cube()
+    path = write_netcdf(tmp_path / "cf.nc", {"reflectance": cube}, wavelength=WL[:3],
+                        south_first=south_first)
+    scene = open_scene(as_scene(path))
+    assert scene.crs == "EPSG:32611" and scene.gsd == 2.0
+    assert scene.transform @ (0, 0) == (500000.0, 4100000.0)
+    assert scene.wavelength_source == "NetCDF wavelength coordinate"
+    tiles = {(t.row, t.col): t.data for t in iter_tiles(scene, 16)}
+    np.testing.assert_array_equal(tiles[(0, 0)][:, 0, :], cube[:, 0, :16])   # northern row
+    np.testing.assert_array_equal(tiles[(16, 16)], cube[:, 16:, 16:])
+
+
+def test_netcdf_without_cf_axes_reads_rows_in_file_order_and_says_so_once(tmp_path, caplog):
+    import logging
+
+    from specaware.data.raster import iter_tiles
+    from specaware.data.remote import open_raster
+
+    cube = _marked_cube()
+    path = write_netcdf(tmp_path / "plain.nc", {"reflectance": cube}, wavelength=WL[:3],
+                        cf=False)
+    with caplog.at_level(logging.WARNING, logger="specaware.data.cube_geo"):
+        scene = open_scene(as_scene(path), gsd=2.0)
+        tiles = {(t.row, t.col): t.data for t in iter_tiles(scene, 16)}
+        with open_raster(f'NETCDF:"{path}":reflectance') as src:
+            direct = src.read(1)
+    assert scene.crs is None and scene.transform.is_identity
+    # row 0 is the first row stored (GDAL alone returns the last one there)
+    np.testing.assert_array_equal(tiles[(0, 0)][:, 0, :], cube[:, 0, :16])
+    np.testing.assert_array_equal(tiles[(16, 0)], cube[:, 16:, :16])
+    np.testing.assert_array_equal(direct, cube[0])
+    notes = [r.getMessage() for r in caplog.records if "plain.nc" in r.getMessage()]
+    assert len(notes) == 1 and "without a CF y axis" in notes[0] and "file order" in notes[0]
+
+
+def test_a_users_gdal_netcdf_bottomup_setting_wins(tmp_path, monkeypatch):
+    from specaware.data.remote import open_raster
+
+    cube = _marked_cube()
+    path = write_netcdf(tmp_path / "plain.nc", {"reflectance": cube}, wavelength=WL[:3],
+                        cf=False)
+    monkeypatch.setenv("GDAL_NETCDF_BOTTOMUP", "YES")
+    with open_raster(f'NETCDF:"{path}":reflectance') as src:
+        np.testing.assert_array_equal(src.read(1), cube[0, ::-1])   # GDAL's own bottom-up
