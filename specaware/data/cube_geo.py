@@ -33,6 +33,7 @@ PRISMA_EPSG = "Epsg_Code"
 PRISMA_CORNERS = ("Product_ULcorner_easting", "Product_ULcorner_northing",
                   "Product_LRcorner_easting", "Product_LRcorner_northing")
 _NOTED: set[tuple[str, str]] = set()
+BLOCK = 128  # output pixels a side gathered from one swath read (Glt.gather)
 
 
 @dataclass
@@ -107,10 +108,27 @@ class Glt:
 
     def gather(self, read: Callable[[slice, slice], np.ndarray], rows: slice, cols: slice,
                fill: float) -> np.ndarray:
-        """[C, h, w] output pixels `rows` x `cols` of the grid: `read(swath_rows,
-        swath_cols)` -> [C, h', w'] reads the one swath block that covers them; pixels the GLT
-        leaves empty are `fill`."""
+        """[C, h, w] output pixels `rows` x `cols` of the grid (slices; a step decimates).
+        `read(swath_rows, swath_cols)` -> [C, h', w'] reads one swath block; the window is
+        gathered BLOCK x BLOCK output pixels at a time, each from the one swath block that
+        covers it, so a strip across a tilted swath never reads the swath's whole bounding box.
+        Pixels the GLT leaves empty are `fill`."""
         want_r, want_c = self.rows[rows, cols], self.cols[rows, cols]
+        out = None
+        for r0 in range(0, want_r.shape[0], BLOCK):
+            for c0 in range(0, want_r.shape[1], BLOCK):
+                part = np.s_[r0:r0 + BLOCK, c0:c0 + BLOCK]
+                block = self._gather_block(read, want_r[part], want_c[part], fill)
+                if out is None:
+                    out = np.empty((block.shape[0], *want_r.shape), block.dtype)
+                out[(slice(None), *part)] = block
+        if out is None:  # an empty window
+            probe = read(slice(0, 1), slice(0, 1))
+            out = np.empty((probe.shape[0], *want_r.shape), probe.dtype)
+        return out
+
+    @staticmethod
+    def _gather_block(read, want_r: np.ndarray, want_c: np.ndarray, fill: float) -> np.ndarray:
         inside = want_r >= 0
         if not inside.any():
             probe = read(slice(0, 1), slice(0, 1))

@@ -191,3 +191,28 @@ def test_fine_tuning_inputs_accept_an_emit_ortho_scene_name(tmp_path):
     sample = RasterReader.open(name).read(0, 0, 5, 7)
     want = _expected(cube, glt_x, glt_y)
     np.testing.assert_array_equal(sample["valid"], ~np.isnan(want))
+
+
+def test_glt_gather_reads_a_tilted_swath_block_by_block_not_its_bounding_box(monkeypatch):
+    from specaware.data import cube_geo
+    from specaware.data.cube_geo import Glt, Grid
+
+    # a 400 x 100 swath turned by 45 degrees: swath (r, c) -> grid (r + c, r - c + 99)
+    swath = np.arange(400 * 100, dtype=np.float32).reshape(1, 400, 100)
+    r, c = np.indices((400, 100))
+    rows, cols = np.full((499, 499), -1), np.full((499, 499), -1)
+    rows[r + c, r - c + 99], cols[r + c, r - c + 99] = r, c
+    glt = Glt(rows, cols, Grid())
+    monkeypatch.setattr(cube_geo, "BLOCK", 32)
+    reads = []
+
+    def read(r: slice, c: slice) -> np.ndarray:
+        reads.append((r.stop - r.start) * (c.stop - c.start))
+        return swath[:, r, c]
+
+    strip = glt.gather(read, slice(200, 264), slice(0, 499), np.nan)  # a full-width strip
+    want = np.where(rows[200:264] >= 0, swath[0][rows[200:264], cols[200:264]], np.nan)
+    np.testing.assert_array_equal(strip[0], want)
+    # its bounding box in the swath is rows 100..263 x all 100 columns = 16400 pixels; each
+    # 32 x 32 block of the grid needs at most 32 x 32 swath pixels
+    assert max(reads) <= 32 * 32 < 16400 and len(reads) == 2 * 16
