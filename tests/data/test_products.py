@@ -29,14 +29,21 @@ def test_netcdf_cube_with_wavelength_coordinate_is_one_scene(tmp_path):
     assert manifest["total"] == 4 and manifest["sensors"]["unknown"]["bands"] == [len(WL)]
 
 
-def test_netcdf_with_one_variable_per_band_stacks_them_in_band_order(tmp_path):
+@pytest.mark.parametrize("cf", [True, False])
+def test_netcdf_with_one_variable_per_band_stacks_them_in_band_order(tmp_path, cf):
+    from specaware.data.raster import iter_tiles
+
     wl, _, names = sensor_bands("sentinel-2a")
     picked = {"B08": 7, "B02": 1, "B04": 3, "B03": 2}   # written out of order
-    cube = np.clip(synthetic_cube(wl, 32, 32), 0.001, None)
-    path = write_netcdf(tmp_path / "s2_l3.nc", {k: cube[i] for k, i in picked.items()})
+    cube = np.clip(synthetic_cube(wl, 32, 32), 0.001, None).astype(np.float32)
+    path = write_netcdf(tmp_path / "s2_l3.nc", {k: cube[i] for k, i in picked.items()}, cf=cf)
     scene = open_scene(as_scene(path), sensor="sentinel-2a", gsd=10.0)
     assert scene.band_names == ["B2", "B3", "B4", "B8"]
     np.testing.assert_allclose(scene.wavelength, wl[[1, 2, 3, 7]])
+    assert scene.crs == ("EPSG:32611" if cf else None)
+    # rows where the file has them, through the stacking VRT too (north-up or file order)
+    (tile,) = [t.data for t in iter_tiles(scene, 16) if (t.row, t.col) == (0, 16)]
+    np.testing.assert_array_equal(tile, cube[[1, 2, 3, 7], :16, 16:])
 
 
 def test_ambiguous_container_lists_its_subdatasets(tmp_path):
