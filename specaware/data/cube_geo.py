@@ -14,7 +14,8 @@
   an orthorectified north-up grid, the 1-based swath column (glt_x, crosstrack) and row
   (glt_y, downtrack) it takes, 0 = no data; the global attributes `geotransform` (GDAL order,
   upper-left pixel corner) and `spatial_ref` (WKT) describe that grid. `Glt.gather` reads an
-  orthorectified window through it (nearest swath pixel, as the GLT defines it).
+  orthorectified window through it (nearest swath pixel, as the GLT defines it), reading only
+  the GLT rows and columns of that window.
 """
 from __future__ import annotations
 
@@ -95,16 +96,19 @@ def prisma_grid(attrs, level: str, where: str, height: int, width: int) -> Grid:
 
 @dataclass
 class Glt:
-    """EMIT's geometric lookup table: rows / cols int64 [H', W'], the 0-based swath row / col
-    each output pixel takes, -1 where the GLT is 0 (no data); `grid` the output grid."""
+    """EMIT's geometric lookup table on its output grid of `shape` (H', W') pixels:
+    `lookup(rows, cols)` -> (swath rows, swath cols) int64 [h, w] of the grid pixels in
+    `rows` x `cols` (slices), 0-based, -1 where the GLT names no swath pixel; `grid` the
+    output grid. Read window by window (a whole GLT is two H' x W' int32 arrays)."""
 
-    rows: np.ndarray
-    cols: np.ndarray
+    lookup: Callable[[slice, slice], tuple[np.ndarray, np.ndarray]]
+    shape: tuple[int, int]
     grid: Grid
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.rows.shape
+    @classmethod
+    def from_arrays(cls, rows: np.ndarray, cols: np.ndarray, grid: Grid) -> "Glt":
+        """A GLT held in memory: rows / cols int [H', W'], 0-based, -1 = no swath pixel."""
+        return cls(lambda r, c: (rows[r, c], cols[r, c]), rows.shape, grid)
 
     def gather(self, read: Callable[[slice, slice], np.ndarray], rows: slice, cols: slice,
                fill: float) -> np.ndarray:
@@ -113,7 +117,7 @@ class Glt:
         gathered BLOCK x BLOCK output pixels at a time, each from the one swath block that
         covers it, so a strip across a tilted swath never reads the swath's whole bounding box.
         Pixels the GLT leaves empty are `fill`."""
-        want_r, want_c = self.rows[rows, cols], self.cols[rows, cols]
+        want_r, want_c = self.lookup(rows, cols)
         out = None
         for r0 in range(0, want_r.shape[0], BLOCK):
             for c0 in range(0, want_r.shape[1], BLOCK):
@@ -149,16 +153,19 @@ def emit_glt(h5, where: str, swath_height: int, swath_width: int) -> Glt:
     if need:
         raise ValueError(f"{where}: cannot orthorectify, no {', '.join(need)} (an EMIT L2A / "
                          f"L1B file holds them); shard it without --ortho (swath geometry)")
-    gx = np.asarray(h5["location/glt_x"][()], np.int64)
-    gy = np.asarray(h5["location/glt_y"][()], np.int64)
+    gx, gy = h5["location/glt_x"], h5["location/glt_y"]
     if gx.shape != gy.shape or gx.ndim != 2:
         raise ValueError(f"{where}: location/glt_x {gx.shape} and glt_y {gy.shape} must be "
                          f"2-D arrays of one shape")
-    empty = (gx == 0) | (gy == 0)
-    if (gx[~empty] > swath_width).any() or (gy[~empty] > swath_height).any() \
-            or (gx < 0).any() or (gy < 0).any():
-        raise ValueError(f"{where}: location/glt_x/glt_y name swath pixels outside the "
-                         f"{swath_height} x {swath_width} swath (1-based, 0 = no data)")
+
+    def lookup(rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        x, y = np.asarray(gx[rows, cols], np.int64), np.asarray(gy[rows, cols], np.int64)
+        empty = (x <= 0) | (y <= 0)   # 0 = no swath pixel (a negative _FillValue too)
+        if (x[~empty] > swath_width).any() or (y[~empty] > swath_height).any():
+            raise ValueError(f"{where}: location/glt_x/glt_y name swath pixels outside the "
+                             f"{swath_height} x {swath_width} swath (1-based, 0 = no data)")
+        return np.where(empty, -1, y - 1), np.where(empty, -1, x - 1)
+
     gt = [float(v) for v in np.asarray(h5.attrs["geotransform"]).ravel()]
     wkt = h5.attrs["spatial_ref"]
     wkt = wkt.decode() if isinstance(wkt, bytes) else str(wkt)
@@ -169,5 +176,4 @@ def emit_glt(h5, where: str, swath_height: int, swath_width: int) -> Glt:
     if len(gt) != 6:
         raise ValueError(f"{where}: attribute geotransform has {len(gt)} values, expected 6 "
                          f"(GDAL order: x0, dx, rx, y0, ry, dy)")
-    rows, cols = np.where(empty, -1, gy - 1), np.where(empty, -1, gx - 1)
-    return Glt(rows, cols, Grid(crs, Affine.from_gdal(*gt)))
+    return Glt(lookup, gx.shape, Grid(crs, Affine.from_gdal(*gt)))

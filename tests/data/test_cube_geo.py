@@ -202,7 +202,7 @@ def test_glt_gather_reads_a_tilted_swath_block_by_block_not_its_bounding_box(mon
     r, c = np.indices((400, 100))
     rows, cols = np.full((499, 499), -1), np.full((499, 499), -1)
     rows[r + c, r - c + 99], cols[r + c, r - c + 99] = r, c
-    glt = Glt(rows, cols, Grid())
+    glt = Glt.from_arrays(rows, cols, Grid())
     monkeypatch.setattr(cube_geo, "BLOCK", 32)
     reads = []
 
@@ -216,3 +216,20 @@ def test_glt_gather_reads_a_tilted_swath_block_by_block_not_its_bounding_box(mon
     # its bounding box in the swath is rows 100..263 x all 100 columns = 16400 pixels; each
     # 32 x 32 block of the grid needs at most 32 x 32 swath pixels
     assert max(reads) <= 32 * 32 < 16400 and len(reads) == 2 * 16
+
+
+def test_glt_fill_values_are_empty_pixels_and_a_glt_past_the_swath_names_the_file(tmp_path):
+    cube = np.clip(synthetic_cube(WL, 4, 3, seed=5), 0.001, None).astype(np.float32)
+    glt_x = np.asarray([[1, 2, 3, -9999], [3, 2, 1, -9999]])   # -9999: a GLT _FillValue
+    glt_y = np.asarray([[1, 1, 1, -9999], [4, 4, 4, -9999]])
+    path = write_emit_nc(tmp_path / "EMIT_L2A_RFL_fill.nc", cube, wavelength=WL, fwhm=FWHM,
+                         glt=(glt_x, glt_y))
+    tile, last = iter_tiles(open_scene(cube_name(path, ortho=True)), 2)
+    np.testing.assert_array_equal(tile.data[:, 0, :2], cube[:, 0, :2])
+    np.testing.assert_array_equal(tile.data[:, 1, :2], cube[:, 3, 2:0:-1])
+    assert last.col == 2 and last.nodata[:, :, 1].all() and not last.nodata[:, :, 0].any()
+    bad = write_emit_nc(tmp_path / "EMIT_L2A_RFL_bad.nc", cube, wavelength=WL, fwhm=FWHM,
+                        glt=(glt_x + 3, glt_y))
+    with pytest.raises(ValueError, match=r"EMIT_L2A_RFL_bad\.nc: location/glt_x/glt_y name "
+                                         r"swath pixels outside the 4 x 3 swath"):
+        list(iter_tiles(open_scene(cube_name(bad, ortho=True)), 2))
