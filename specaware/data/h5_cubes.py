@@ -266,17 +266,9 @@ class CubeDataset:
         height, width = self._swath_shape(h5, parts)
         where = display_url(_split(name)[1])
         self._glt = cube_geo.emit_glt(h5, where, height, width) if ortho else None
+        grid = self._grid(layout, where, height, width)
         if self._glt is not None:
-            grid = self._glt.grid
             height, width = self._glt.shape
-        elif layout.kind == "PRISMA":
-            grid = cube_geo.prisma_grid(h5.attrs, layout.product, where, height, width)
-        else:
-            grid = cube_geo.Grid()
-            cube_geo.note_once(where, f"EMIT {layout.product} is in swath geometry: its tiles "
-                               f"carry no CRS and their rows/cols are downtrack/crosstrack "
-                               f"pixels; name the scene EMIT-ORTHO:<file> (specaware shard "
-                               f"--ortho) to read it through its GLT onto a map grid")
         self.height, self.width, self.crs, self.transform = height, width, grid.crs, grid.transform
         self.count = len(self.order)
         self.descriptions = tuple(f"{parts[p].array.rsplit('/', 1)[-1]}:{parts[p].bands[j]}"
@@ -285,6 +277,18 @@ class CubeDataset:
         self.nodatavals = tuple(self._fill(parts[p]) for p, _ in self.order)
         self.scales = tuple(parts[p].scale for p, _ in self.order)
         self.offsets = tuple(parts[p].offset for p, _ in self.order)
+
+    def _grid(self, layout: Layout, where: str, height: int, width: int) -> cube_geo.Grid:
+        """The scene's map grid: the GLT's (ortho), PRISMA L2D's, or none (noted once)."""
+        if self._glt is not None:
+            return self._glt.grid
+        if layout.kind == "PRISMA":
+            return cube_geo.prisma_grid(self._h5.attrs, layout.product, where, height, width)
+        cube_geo.note_once(where, f"EMIT {layout.product} is in swath geometry: its tiles carry "
+                           f"no CRS and their rows/cols are downtrack/crosstrack pixels; name "
+                           f"the scene EMIT-ORTHO:<file> (specaware shard --ortho) to read it "
+                           f"through its GLT onto a map grid")
+        return cube_geo.Grid()
 
     @staticmethod
     def _swath_shape(h5, parts: list[CubePart]) -> tuple[int, int]:
