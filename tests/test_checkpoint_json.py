@@ -28,7 +28,8 @@ def test_a_bad_metadata_file_is_one_line_naming_it(tmp_path, kind, text, defect)
     message = str(err.value)
     assert message.startswith(str(path.with_suffix(".json"))) and "\n" not in message
     if text is not None and "format" not in defect:
-        assert message.endswith(remedy if kind == "finetuned" else "re-export with `" + remedy + "`")
+        expected = remedy if kind == "finetuned" else f"re-export with `{remedy}`"
+        assert message.endswith(expected)
 
 
 def test_each_reader_accepts_its_own_format_only(tmp_path):

@@ -3,6 +3,9 @@
     specaware audit RUN_DIR [--strategy prompt_dual ...] [--client 0 ...] [--shadows 16]
         audits the final client models of a `specaware federated` run (RUN_DIR/audit.json,
         RUN_DIR/audit/<strategy>/client-<i>/{audit.json, roc.png})
+    specaware audit OUT/pretrained/seed0/best.safetensors [--shadows 16] [--out DIR]
+        audits a classifier written by `specaware finetune` against its own training split
+        (DIR defaults to the checkpoint's folder + /audit: audit.json, roc.png)
     specaware audit --quick --out DIR
         makes small client data on the fly, fine-tunes one client's classifier (prompts + head
         on the frozen encoder, `local` strategy) and audits it (DIR/audit.json, DIR/roc.png)
@@ -21,15 +24,18 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", nargs="?", type=Path,
-                        help="folder of a `specaware federated` run")
+                        help="folder of a `specaware federated` run, or a classifier "
+                        "checkpoint of `specaware finetune` (OUT/<init>/seed<k>/best.safetensors)")
     parser.add_argument("--quick", action="store_true",
                         help="build small data, fine-tune one classifier and audit it")
-    parser.add_argument("--out", type=Path, help="output folder (--quick; default audit_quick)")
+    parser.add_argument("--out", type=Path, help="output folder (--quick: default audit_quick; "
+                        "a checkpoint: default its folder + /audit)")
     parser.add_argument("--strategy", action="append", default=[],
                         help="strategies to audit (default: all of the run)")
     parser.add_argument("--client", type=int, action="append", default=[],
                         help="client indices to audit (default: all)")
-    parser.add_argument("--shadows", type=int, help="LiRA shadow models (default: config's)")
+    parser.add_argument("--shadows", type=int, help="LiRA shadow models (default: the "
+                        "federated config's; 16 for a checkpoint)")
     parser.add_argument("--epochs", type=int, default=30,
                         help="--quick: fine-tuning epochs of the audited classifier")
 
@@ -39,9 +45,11 @@ def main(args) -> int:
     if args.quick:
         return quick(args.out or Path("audit_quick"), args.epochs, args.shadows)
     if args.run_dir is None:
-        print("specaware audit: give a federated run folder, or --quick --out DIR",
-              file=sys.stderr)
+        print("specaware audit: give a federated run folder, a fine-tuned classifier "
+              "checkpoint, or --quick --out DIR", file=sys.stderr)
         return 2
+    if args.run_dir.suffix in (".safetensors", ".json"):
+        return audit_finetuned(args)
     from specaware.audit.federated import audit_run
     from specaware.federated.setup import CONFIG_FILE, read_config
     try:
@@ -61,6 +69,22 @@ def main(args) -> int:
     for strategy, aucs in means.items():
         print(f"{strategy}: " + ", ".join(f"{a} AUC {v:.3f}" for a, v in aucs.items()))
     print(f"outputs: {run_dir / 'audit.json'}")
+    return 0
+
+
+def audit_finetuned(args) -> int:
+    """A `specaware finetune` classifier against its own training split."""
+    from specaware.audit.finetuned import audit_checkpoint
+    from specaware.config import ConfigError
+    from specaware.export import CheckpointError
+    try:
+        result = audit_checkpoint(args.run_dir, args.out, shadows=args.shadows or 16)
+    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"specaware audit: {e}", file=sys.stderr)
+        return 2
+    print(", ".join(f"{a} AUC {m['auc']:.3f}" for a, m in result.items()))
+    out = args.out or args.run_dir.parent / "audit"
+    print(f"outputs: {out / 'audit.json'}, {out / 'roc.png'}")
     return 0
 
 

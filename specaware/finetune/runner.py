@@ -330,6 +330,7 @@ def run_once(cfg: FinetuneConfig, init: str, seed: int, env: DistEnv | None = No
     meta = model_meta(cfg.task, data.num_classes, data.class_names, cfg.model, encoder,
                       data.data_meta)
     meta["finetune_config"] = to_dict(cfg)
+    meta["init"], meta["seed"] = init, seed  # with the config: the run's split (specaware audit)
 
     def on_best(m, epoch, val):
         save_finetuned(m, out / "best", {**meta, "epoch": epoch, "val_metrics": val})
