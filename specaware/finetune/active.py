@@ -184,17 +184,19 @@ def _samples(cfg, seed: int):
 
 def pixel_features(cfg, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(features [n, d] standardised, labels [n]) of the samples of `_samples`: the frozen
-    encoder's pooled tokens (center token of a pixel's patch, mean over a tile)."""
+    encoder's pooled tokens (center token of a pixel's patch, mean over a tile), computed on
+    `cfg.device` (auto: the GPU when there is one) like the closed loop's."""
     import copy
 
     from specaware.finetune.active_train import pooled_features
     from specaware.finetune.checkpoint import build_head
+    from specaware.finetune.distributed import resolve_device
     from specaware.finetune.runner import make_encoder
     dataset, labels, classes, pool = _samples(cfg, seed)
     encoder = make_encoder(cfg, "pretrained" if cfg.model.checkpoint else "random")
     m = copy.deepcopy(cfg.model)
     m.freeze, m.pool, m.prompts = "encoder", pool, 0
-    model = build_head("classification", encoder, classes, m)
+    model = build_head("classification", encoder, classes, m).to(resolve_device(cfg.device))
     return pooled_features(model, dataset, cfg.optim.batch_size), labels
 
 

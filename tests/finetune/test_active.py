@@ -139,3 +139,23 @@ def test_closed_loop_command_writes_the_mode_and_rejects_an_unknown_one(tmp_path
     cfg.protocol.active.train = "lora"
     with pytest.raises(ConfigError, match="protocol.active.train"):
         run_active(cfg)
+
+
+def test_frozen_features_are_computed_on_the_configured_device(tmp_path, monkeypatch):
+    """The linear mode's encoder pass runs where `device` says, like the closed loop's (the meta
+    device stands in for a GPU: the spy sees where the model was moved)."""
+    import torch
+
+    from specaware.finetune import active, active_train, distributed
+    cfg = _closed_loop_cfg(tmp_path, "linear")
+    seen = {}
+
+    def spy(model, dataset, batch_size):
+        seen["device"] = next(model.parameters()).device
+        return np.zeros((len(dataset), 2), np.float32)
+    monkeypatch.setattr(active_train, "pooled_features", spy)
+    monkeypatch.setattr(distributed, "resolve_device",
+                        lambda device: torch.device("meta" if device == "gpu-stand-in" else device))
+    cfg.device = "gpu-stand-in"
+    active.pixel_features(cfg, 0)
+    assert seen["device"] == torch.device("meta")
