@@ -238,7 +238,7 @@ def item_scene(item: dict, item_href: str, out_dir: Path | None = None
                    "stac_asset_href": " ".join(redact(absolute(item_href, a["href"]))
                                                for _, a, _ in assets)}
     try:
-        vrt = stack_vrt(sources, ident, out_dir=out_dir)
+        vrt = stack_vrt(sources, ident, {"wavelength_source": "STAC eo:bands"}, out_dir=out_dir)
     except RasterMetadataError as err:
         raise StacError(f"STAC item {ident}: {err}") from None
     return vrt, descriptors

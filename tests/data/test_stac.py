@@ -79,7 +79,7 @@ def test_shard_stac_filters_items_and_records_provenance(catalog, tmp_path, caps
         assert row["descriptors"]["datetime"] == "2024-05-01T10:00:00Z"
     np.testing.assert_allclose(samples[0]["wavelength"], WL, rtol=1e-4)
     np.testing.assert_allclose(samples[0]["fwhm"], FWHM, rtol=1e-4)
-    assert manifest["report"]["scenes"][0]["wavelength_source"] == "band tags"
+    assert manifest["report"]["scenes"][0]["wavelength_source"] == "STAC eo:bands"
 
 
 def test_per_band_assets_are_stacked_in_wavelength_order_without_previews(catalog):
