@@ -122,7 +122,7 @@ class ModelConfig:
     fusion: Literal["diff", "concat", "both"] = "diff"
     lora: LoraConfig = field(default_factory=LoraConfig)
     # > 0: that many learnable prompt tokens enter the frozen encoder (finetune/prompt_tuning.py;
-    # classification with freeze=encoder); protocol.methods=prompt sets 8 when this is 0
+    # any task, with freeze=encoder); protocol.methods=prompt sets 8 when this is 0
     prompts: int = 0
 
 

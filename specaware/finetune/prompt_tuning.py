@@ -1,11 +1,14 @@
 """Prompt tuning for fine-tuning: learnable tokens in a frozen encoder, a trained head.
 
 VPT-Shallow (Jia et al., ECCV 2022, sec. 3.2) through `finetune.prompts.PromptTokens`, the same
-tokens the federated FedRSCLIP clients train. `attach_prompts` wraps a built classification head's
-encoder so that `forward_features` runs with the prompts; the encoder stays frozen and the
-tokens are registered on the head model (`prompt_tokens.*`): they learn at the head's rate, or at
-`optim.prompt_lr` when set (their own optimizer group, `train.prompt_group`). `build_head`
-attaches them whenever `model.prompts > 0`, so `load_finetuned` rebuilds the same modules.
+tokens the federated FedRSCLIP clients train. `attach_prompts` wraps a built head's encoder so
+that `forward_features` (classification) and `forward_intermediates` (the segmentation and
+change-detection decoders; both dates of a change pair see the same tokens) run with the
+prompts. The prompt outputs are dropped before pooling or before the feature maps are formed,
+so heads see patch tokens only. The encoder stays frozen and the tokens are registered on the
+head model (`prompt_tokens.*`): they learn at the head's rate, or at `optim.prompt_lr` when set
+(their own optimizer group, `train.prompt_group`). `build_head` attaches them whenever
+`model.prompts > 0`, so `load_finetuned` rebuilds the same modules.
 """
 from __future__ import annotations
 
@@ -28,6 +31,11 @@ class PromptedEncoder(nn.Module):
     def forward_features(self, batch: dict) -> Tensor:
         return self._prompts.features(self.encoder, batch)
 
+    def forward_intermediates(self, batch: dict, indices=None, norm: bool = True) -> list[Tensor]:
+        """Feature maps [b, d, h, w] after blocks `indices`, computed with the prompts."""
+        prompts = self._prompts.sequence(batch["image"].shape[0])
+        return self.encoder.forward_intermediates(batch, indices, norm, prompts=prompts)
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.encoder.eval()      # frozen: no dropout or statistics drift while the tokens learn
@@ -38,11 +46,10 @@ class PromptedEncoder(nn.Module):
 
 
 def attach_prompts(model: nn.Module, task: str, model_cfg) -> nn.Module:
-    """`model` (a SceneClassifier with freeze=encoder) with `model_cfg.prompts` prompt tokens:
-    only the tokens and the head train."""
-    if task != "classification" or not hasattr(model, "pooled"):
-        raise ValueError(f"model.prompts={model_cfg.prompts}: prompt tuning is implemented for "
-                         f"task=classification only, not task={task}")
+    """`model` (a SceneClassifier, Segmenter or ChangeDetector with freeze=encoder) with
+    `model_cfg.prompts` prompt tokens: only the tokens and the head (decoder) train."""
+    if task not in ("classification", "segmentation", "change"):
+        raise ValueError(f"model.prompts={model_cfg.prompts}: no prompt tuning for task={task}")
     if model_cfg.freeze not in ("encoder", "frozen"):
         raise ValueError(f"model.prompts={model_cfg.prompts} needs model.freeze=encoder (prompt "
                          f"tuning trains tokens in a frozen encoder), got {model_cfg.freeze}")
