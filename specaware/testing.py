@@ -191,16 +191,26 @@ WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257
              'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]')
 
 
+def _grid_latlon(shape, geotransform) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) float64 [H, W]: the pixel centres of a north-up GDAL `geotransform`."""
+    rows, cols = np.indices(shape)
+    x0, dx, _, y0, _, dy = geotransform
+    return y0 + (rows + 0.5) * dy, x0 + (cols + 0.5) * dx
+
+
 def write_emit_nc(path, cube: np.ndarray, *, wavelength, fwhm, fill: float = -9999.0,
                   variable: str = "reflectance", glt=None,
-                  geotransform=EMIT_GEOTRANSFORM) -> Path:
+                  geotransform=EMIT_GEOTRANSFORM, latlon=None,
+                  geolocation: bool = True) -> Path:
     """An EMIT L2A-style NetCDF4/HDF5 file (h5py): `variable` (downtrack, crosstrack, bands)
     float32 with `_FillValue`, `sensor_band_parameters/{wavelengths,fwhm,good_wavelengths}`
     in nm, a `location` group with lat / lon and the GLT `glt_x` / `glt_y` (1-based swath
     col / row of each output pixel, 0 = no data; `glt` = (glt_x, glt_y) int arrays of the
     output grid's shape, default: the swath itself, 1:1), and the global attributes
     `geotransform` (GDAL order) and `spatial_ref` (WKT, WGS 84) of the output grid; `cube` is
-    [C, H, W] (NaN pixels are written as `fill`)."""
+    [C, H, W] (NaN pixels are written as `fill`). `latlon`: the swath pixels' (lat, lon)
+    degrees [H, W] (float64, `_FillValue` -9999 as EMIT's); default: the geotransform grid's
+    pixel centres (right for the default 1:1 GLT). geolocation=False writes no lat / lon."""
     import h5py
 
     path = Path(path)
@@ -208,6 +218,7 @@ def write_emit_nc(path, cube: np.ndarray, *, wavelength, fwhm, fill: float = -99
     if glt is None:
         rows, cols = np.indices(cube.shape[1:])
         glt = (cols + 1, rows + 1)
+    lat, lon = latlon if latlon is not None else _grid_latlon(cube.shape[1:], geotransform)
     with h5py.File(path, "w") as h5:
         h5.attrs["title"] = "EMIT L2A Estimated Surface Reflectance (specaware test file)"
         h5.attrs["geotransform"] = np.asarray(geotransform, np.float64)
@@ -219,28 +230,33 @@ def write_emit_nc(path, cube: np.ndarray, *, wavelength, fwhm, fill: float = -99
         params["fwhm"] = np.asarray(fwhm, np.float32)
         params["good_wavelengths"] = np.ones(len(wavelength), np.float32)
         location = h5.create_group("location")
-        location["lat"] = np.zeros(cube.shape[1:], np.float64)
-        location["lon"] = np.zeros(cube.shape[1:], np.float64)
+        if geolocation:
+            for name, values in (("lat", lat), ("lon", lon)):
+                location.create_dataset(name, data=np.asarray(values, np.float64), chunks=True)
+                location[name].attrs["_FillValue"] = np.float64(-9999.0)
         location["glt_x"] = np.asarray(glt[0], np.int32)
         location["glt_y"] = np.asarray(glt[1], np.int32)
     return path
 
 
 PRISMA_UL_CENTRE = (600015.0, 4500015.0)  # UTM 33N (EPSG:32633) easting, northing in m
+PRISMA_LATLON_GEOTRANSFORM = (12.0, 0.00038, 0.0, 45.0, 0.0, -0.00027)  # ~30 m at 45 N
 
 
 def write_prisma_he5(path, vnir: np.ndarray, swir: np.ndarray, *, cw_vnir, fwhm_vnir, cw_swir,
                      fwhm_swir, level: str = "L2D", scale=((0.0, 1.0), (0.0, 1.0)),
                      epsg: int | None = 32633, ul_centre=PRISMA_UL_CENTRE,
-                     pixel: float = 30.0) -> Path:
+                     pixel: float = 30.0, latlon=None, geolocation: bool = True) -> Path:
     """A PRISMA-style HE5 file (h5py): uint16 `VNIR_Cube` / `SWIR_Cube` stored (rows, bands,
     cols) under HDFEOS/SWATHS/PRS_<level>_HCO/Data Fields, centres / FWHM in nm as root
     attributes List_Cw_* / List_Fwhm_* (in cube band order; 0 = no data), L2 scaling
     attributes L2Scale<Vnir|Swir>Min/Max from `scale` ((min, max) per arm). `vnir` and `swir`
     are [C, H, W] digital numbers. L2D files get the map grid as root attributes: `Epsg_Code`
     (`epsg`; None writes none) and Product_UL/LR/UR/LLcorner_easting/_northing, the centres of
-    the corner pixels (`ul_centre`, `pixel` metres); other levels get per-pixel
-    Latitude/Longitude under Geolocation Fields (swath geometry)."""
+    the corner pixels (`ul_centre`, `pixel` metres). Every level gets per-pixel latitude /
+    longitude (float32 [H, W], the cube's axes 0 and 2) under Geolocation Fields: `Latitude` /
+    `Longitude`, for L1 `Latitude_VNIR` / `Longitude_VNIR` and `_SWIR`; `latlon` = (lat, lon)
+    degrees, default a grid of about 30 m from 45 N, 12 E; geolocation=False writes none."""
     import h5py
 
     path = Path(path)
@@ -267,10 +283,13 @@ def write_prisma_he5(path, vnir: np.ndarray, swir: np.ndarray, *, cw_vnir, fwhm_
                     np.float64(ul_centre[0] + pixel * east[corner])
                 h5.attrs[f"Product_{corner}corner_northing"] = \
                     np.float64(ul_centre[1] - pixel * south[corner])
-        elif level != "L2D":
+        if geolocation:
+            lat, lon = latlon if latlon is not None else \
+                _grid_latlon((height, width), PRISMA_LATLON_GEOTRANSFORM)
             geo = swath.create_group("Geolocation Fields")
-            geo["Latitude"] = np.full((height, width), 45.0, np.float32)
-            geo["Longitude"] = np.full((height, width), 12.0, np.float32)
+            for arm in ("_VNIR", "_SWIR") if level == "L1" else ("",):
+                geo[f"Latitude{arm}"] = np.asarray(lat, np.float32)
+                geo[f"Longitude{arm}"] = np.asarray(lon, np.float32)
     return path
 
 

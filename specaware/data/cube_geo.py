@@ -9,6 +9,14 @@
   corner, half a pixel beyond that centre (GDAL's convention).
 - PRISMA L1 / L2B / L2C are in swath geometry (per-pixel Latitude / Longitude arrays): no map
   grid, noted once per file.
+- Swath footprints: a swath tile has no CRS, but the per-pixel latitude / longitude arrays of
+  the file (`GEOLOCATION`: EMIT `location/lat` / `location/lon`, PRISMA `Geolocation
+  Fields/Latitude` / `Longitude`, L1 `Latitude_VNIR` / `Longitude_VNIR`) give its
+  `swath_footprint`: bounds [W, S, E, N] in degrees (EPSG:4326) from the min / max of its
+  pixels' coordinates and the centre latitude, read for the tile's window only. Across the
+  antimeridian west > east (RFC 7946 section 5.2, as rasterio's transform_bounds gives for
+  georeferenced tiles), never a whole-globe box; a tile around a pole spans all longitudes and
+  reaches that pole.
 - EMIT L1B / L2A are in swath geometry too. Their geometric lookup table (GLT:
   `location/glt_x`, `location/glt_y`, both [H', W'] on the output grid) names, for each pixel of
   an orthorectified north-up grid, the 1-based swath column (glt_x, crosstrack) and row
@@ -33,6 +41,15 @@ log = logging.getLogger(__name__)
 PRISMA_EPSG = "Epsg_Code"
 PRISMA_CORNERS = ("Product_ULcorner_easting", "Product_ULcorner_northing",
                   "Product_LRcorner_easting", "Product_LRcorner_northing")
+# Per-pixel (latitude, longitude) datasets of swath products, first present wins, [H, W] like
+# the cube's rows x cols (EMIT: downtrack x crosstrack; PRISMA: axes 0 and 2 of its cubes).
+# PRISMA L1 has one pair per arm; SWIR is co-registered to VNIR, so VNIR's comes first.
+GEOLOCATION = {
+    "EMIT": (("location/lat", "location/lon"),),
+    "PRISMA": (("Geolocation Fields/Latitude", "Geolocation Fields/Longitude"),
+               ("Geolocation Fields/Latitude_VNIR", "Geolocation Fields/Longitude_VNIR"),
+               ("Geolocation Fields/Latitude_SWIR", "Geolocation Fields/Longitude_SWIR")),
+}
 _NOTED: set[tuple[str, str]] = set()
 BLOCK = 128  # output pixels a side gathered from one swath read (Glt.gather)
 
@@ -177,3 +194,70 @@ def emit_glt(h5, where: str, swath_height: int, swath_width: int) -> Glt:
         raise ValueError(f"{where}: attribute geotransform has {len(gt)} values, expected 6 "
                          f"(GDAL order: x0, dx, rx, y0, ry, dy)")
     return Glt(lookup, gx.shape, Grid(crs, Affine.from_gdal(*gt)))
+
+
+def _longitude_arc(lon: np.ndarray) -> tuple[float, float] | None:
+    """(west, east) of the shortest arc of longitude holding every value of `lon` (degrees in
+    [-180, 180]; west > east when the arc crosses the antimeridian), or None when no arc under
+    180 degrees holds them all (the pixels surround a pole)."""
+    values = np.unique(lon)
+    gaps = np.diff(values, append=values[0] + 360.0)  # the last gap wraps round to the first
+    k = int(np.argmax(gaps))                           # the arc is all but the widest gap
+    if gaps[k] < 180.0:
+        return None
+    return float(values[(k + 1) % values.size]), float(values[k])
+
+
+def swath_footprint(lat: np.ndarray, lon: np.ndarray) -> tuple[list[float] | None, float | None]:
+    """(bounds [W, S, E, N] in degrees or None, centre latitude or None) of the pixels whose
+    `lat` / `lon` (degrees, same shape) are geolocated: finite, |lat| <= 90 and |lon| <= 360
+    (fill values such as -9999 are neither; 180..360 is taken as -180..0). The centre latitude
+    is the middle of the latitude range. Across the antimeridian west > east; around a pole the
+    box spans all longitudes and reaches the pole (see the module docstring)."""
+    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+    ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90.0) & (np.abs(lon) <= 360.0)
+    if not ok.any():
+        return None, None
+    lat, lon = lat[ok], lon[ok]
+    lon = np.where(np.abs(lon) > 180.0, (lon + 180.0) % 360.0 - 180.0, lon)
+    south, north = float(lat.min()), float(lat.max())
+    arc = _longitude_arc(lon)
+    if arc is None:
+        arc = (-180.0, 180.0)
+        south, north = (south, 90.0) if lat.mean() > 0 else (-90.0, north)
+    bounds = [round(v, 7) for v in (arc[0], south, arc[1], north)]
+    return bounds, (south + north) / 2.0
+
+
+@dataclass
+class Geolocation:
+    """A swath's per-pixel latitude / longitude (degrees; [H, W] h5py datasets, read window by
+    window) named `names` in the file."""
+
+    lat: object
+    lon: object
+    names: tuple[str, str]
+
+    def footprint(self, rows: slice, cols: slice) -> tuple[list[float] | None, float | None]:
+        """swath_footprint of the pixels `rows` x `cols` (slices), reading only those."""
+        return swath_footprint(self.lat[rows, cols], self.lon[rows, cols])
+
+
+def swath_geolocation(h5, kind: str, group: str, where: str,
+                      shape: tuple[int, int]) -> Geolocation | None:
+    """The Geolocation of an open `kind` ("EMIT" / "PRISMA") file whose arrays sit under
+    `group` ("" for EMIT, the PRISMA swath group), if it holds one of GEOLOCATION's pairs of
+    the cube's `shape` (rows, cols); else None, noted once (tiles then carry no bounds)."""
+    pairs = [tuple(f"{group}/{n}".lstrip("/") for n in pair) for pair in GEOLOCATION[kind]]
+    found = next((p for p in pairs if p[0] in h5 and p[1] in h5), None)
+    if found is None:
+        wanted = " or ".join(f"{lat} + {lon}" for lat, lon in pairs)
+        note_once(where, f"no per-pixel latitude/longitude ({wanted}): its swath tiles get no "
+                  f"bounds and climate_zone 'unknown'")
+        return None
+    lat, lon = h5[found[0]], h5[found[1]]
+    if lat.shape != shape or lon.shape != shape:
+        note_once(where, f"{found[0]} {lat.shape} / {found[1]} {lon.shape} do not match the "
+                  f"{shape[0]} x {shape[1]} cube: swath tiles get no bounds")
+        return None
+    return Geolocation(lat, lon, found)

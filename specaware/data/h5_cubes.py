@@ -29,7 +29,9 @@ georeferenced like GeoTIFF tiles. PRISMA L1/L2B/L2C and EMIT are swath geometry:
 their tiles carry no CRS (noted once per file). An EMIT scene named `EMIT-ORTHO:<path>`
 (`specaware shard --ortho`) is orthorectified through its GLT instead: the scene is the GLT's
 north-up grid with the file's `geotransform` / `spatial_ref`, every pixel the swath pixel the
-GLT names (fill value where it names none).
+GLT names (fill value where it names none). Swath tiles stay without a CRS, but
+`CubeDataset.footprint(window)` gives their bounds (degrees) and centre latitude from the
+file's per-pixel latitude / longitude (cube_geo.swath_footprint), read for that window only.
 
 Remote files (http(s)://, s3://, /vsicurl/, /vsis3/) are read in place through ranged
 requests (range_file.py): only the metadata and the chunks a window touches are fetched.
@@ -84,12 +86,14 @@ class CubePart:
 @dataclass
 class Layout:
     """What `_layout` found: kind ("EMIT" / "PRISMA"), product ("L2A", "L1B", "L2D", ...),
-    the cube parts and the dataset tags."""
+    the cube parts, the dataset tags and the group holding the per-pixel latitude / longitude
+    (cube_geo.GEOLOCATION; "" = the root)."""
 
     kind: str
     product: str
     parts: list[CubePart]
     tags: dict[str, str]
+    geo_group: str = ""
 
 
 def _attr(node, name: str, default=None):
@@ -159,7 +163,8 @@ def _prisma_layout(h5, where: str) -> Layout | None:
         raise ValueError(f"{where}: PRISMA swath {swath} holds no VNIR_Cube or SWIR_Cube")
     return Layout("PRISMA", level, parts,
                   {"SPECAWARE_SENSOR": "prisma", "SPECAWARE_LEVEL": level[:2],
-                   "wavelength_source": "PRISMA List_Cw/List_Fwhm attributes"})
+                   "wavelength_source": "PRISMA List_Cw/List_Fwhm attributes"},
+                  geo_group=f"HDFEOS/SWATHS/{swath}")
 
 
 def _layout(h5, where: str) -> Layout | None:
@@ -250,7 +255,8 @@ class CubeDataset:
     """The members of a rasterio dataset that open_scene / read_window / read_decimated /
     predict use, over the parts of one EMIT or PRISMA file: band c of the scene is
     `order[c]` = (part, position in part.bands), bands sorted by centre wavelength.
-    ortho (EMIT): the scene is the GLT's output grid instead of the swath (cube_geo.Glt)."""
+    ortho (EMIT): the scene is the GLT's output grid instead of the swath (cube_geo.Glt).
+    Without a map grid, `footprint` places swath windows by the file's latitude / longitude."""
 
     subdatasets: list[str] = []
 
@@ -270,6 +276,8 @@ class CubeDataset:
         if self._glt is not None:
             height, width = self._glt.shape
         self.height, self.width, self.crs, self.transform = height, width, grid.crs, grid.transform
+        self._geo = None if grid.crs is not None else cube_geo.swath_geolocation(
+            h5, layout.kind, layout.geo_group, where, (height, width))
         self.count = len(self.order)
         self.descriptions = tuple(f"{parts[p].array.rsplit('/', 1)[-1]}:{parts[p].bands[j]}"
                                   for p, j in self.order)
@@ -313,6 +321,17 @@ class CubeDataset:
 
         west, south, east, north = array_bounds(self.height, self.width, self.transform)
         return BoundingBox(west, south, east, north)
+
+    def footprint(self, window) -> tuple[list[float] | None, float | None]:
+        """(bounds [W, S, E, N] in degrees (EPSG:4326) or None, centre latitude or None) of the
+        swath pixels in `window` (a rasterio Window), from the file's per-pixel latitude /
+        longitude read for that window only (cube_geo.swath_footprint); (None, None) for a file
+        without them. For tiles without a CRS (tiling.tile_geography): the scene gets no CRS or
+        transform from this."""
+        if self._geo is None:
+            return None, None
+        rows, cols = self._slices(window, None)
+        return self._geo.footprint(rows, cols)
 
     def tags(self, bidx: int = 0, ns: str | None = None) -> dict[str, str]:
         if ns is not None:

@@ -10,12 +10,13 @@ pixels) exceeds `max_invalid`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import rasterio
 from rasterio.warp import transform as warp_points
 from rasterio.warp import transform_bounds
+from rasterio.windows import Window
 
 from specaware.data.codec import DTYPES, encode_sample, make_key
 from specaware.data.descriptors import tile_descriptors
@@ -97,10 +98,17 @@ def invalid_fraction(valid: np.ndarray, band_valid: np.ndarray) -> float:
     return 1.0 if signal.size == 0 else float(1.0 - signal.mean())
 
 
-def tile_geography(tile: Tile, crs: str | None, size: int):
-    """(bounds [W, S, E, N] in EPSG:4326 or None, centre latitude or None)."""
+# A scene's per-window geolocation without a CRS: Window -> (bounds [W, S, E, N] in degrees or
+# None, centre latitude or None); EMIT / PRISMA swaths have one (h5_cubes.CubeDataset.footprint)
+Footprint = Callable[[Window], tuple]
+
+
+def tile_geography(tile: Tile, crs: str | None, size: int, footprint: Footprint | None = None):
+    """(bounds [W, S, E, N] in EPSG:4326 or None, centre latitude or None): from the CRS and
+    transform, or for a tile without a CRS from the scene's `footprint` of its window (swath
+    tiles: the min / max of its pixels' latitude / longitude; the tile keeps no CRS)."""
     if crs is None:
-        return None, None
+        return footprint(Window(tile.col, tile.row, size, size)) if footprint else (None, None)
     t = tile.transform
     x0, y0 = t @ (0, 0)
     x1, y1 = t @ (size, size)
@@ -114,8 +122,8 @@ def tile_geography(tile: Tile, crs: str | None, size: int):
     return [round(float(v), 7) for v in bounds], float(lat[0])
 
 
-def encode_tile(job: SceneJob, tile: Tile) -> TileResult:
-    """Mark, filter, describe and encode one tile."""
+def encode_tile(job: SceneJob, tile: Tile, footprint: Footprint | None = None) -> TileResult:
+    """Mark, filter, describe and encode one tile (footprint: see tile_geography)."""
     scene, opts, band_valid = job.scene, job.options, job.band_valid
     key = make_key(job.scene_id, tile.row, tile.col)
     valid = valid_mask(tile, scene.wavelength, job.cap, opts.min_value)
@@ -125,7 +133,7 @@ def encode_tile(job: SceneJob, tile: Tile) -> TileResult:
     if fraction > opts.max_invalid:
         return TileResult(None, None, row)
     valid &= band_valid[:, None, None]
-    bounds, lat = tile_geography(tile, scene.crs, opts.tile)
+    bounds, lat = tile_geography(tile, scene.crs, opts.tile, footprint)
     descriptors = tile_descriptors(tile.data, valid, scene.wavelength, latitude=lat)
     descriptors.update(job.descriptors)  # the user's scene descriptors win over computed ones
     meta = {"key": key, "scene": job.scene_id, "crs": scene.crs,
@@ -141,5 +149,6 @@ def encode_tile(job: SceneJob, tile: Tile) -> TileResult:
 def process_strip(job: SceneJob, row: int, cols: list[int]) -> list[TileResult]:
     """All tiles of one strip of `job.scene` (runs in a worker process)."""
     with open_raster(job.scene.path) as src:
-        return [encode_tile(job, tile)
+        footprint = getattr(src, "footprint", None)  # swath products (h5_cubes.py)
+        return [encode_tile(job, tile, footprint)
                 for tile in iter_strip(src, job.scene, row, job.options.tile, cols)]
