@@ -5,7 +5,9 @@ Runs of `specaware_debug` (one Soft-MoE layer of 4 experts) on tiny shards, 6 st
 - n2: experts split over the 2 ranks (ZeRO-2), same seed and global batch, checkpoints at 3, 6;
 - n2_zero1: the same split under ZeRO-1;
 - crashed + resumed: the n2 config killed while writing checkpoint 6, then `--resume auto`
-  from checkpoint 3 with the same config: its weights must be n2's.
+  from checkpoint 3 with the same config: its weights must be n2's;
+- n2_bf16 (+ crashed and resumed): the split under ZeRO-1 in bf16 (DeepSpeed's bf16 optimizer
+  with expert parameter groups), which must keep fp32 master experts and resume exactly.
 """
 from __future__ import annotations
 
@@ -64,6 +66,22 @@ def resumed(tmp_path_factory, items):
     assert crashed.returncode != 0
     assert [p.name for p in checkpoint.list_complete(run_dir)] == [checkpoint.step_name(EVERY)]
     return launch(run_dir, [*items, *N2], resume="auto").check()
+
+
+BF16 = ["deepspeed.zero_stage=1", "deepspeed.expert_parallel=2", "deepspeed.precision=bf16"]
+
+
+@pytest.fixture(scope="module")
+def n2_bf16(tmp_path_factory, items):
+    return launch(tmp_path_factory.mktemp("ep_bf16") / "run", [*items, *BF16]).check()
+
+
+@pytest.fixture(scope="module")
+def resumed_bf16(tmp_path_factory, items):
+    run_dir = tmp_path_factory.mktemp("ep_bf16_crash") / "run"
+    crashed = launch(run_dir, [*items, *BF16], fault=f"save:{STEPS}")
+    assert crashed.returncode != 0
+    return launch(run_dir, [*items, *BF16], resume="auto").check()
 
 
 def final(run) -> Path:
@@ -143,3 +161,31 @@ def test_export_of_split_experts_is_the_whole_model(n1, n2, tiny_shards, tmp_pat
     batch = next(iter(make_loader(str(tiny_shards), mode="eval", batch_size=4, num_workers=0)))
     with torch.no_grad():
         assert torch.equal(encoder.forward_features(batch), full.encoder.forward_features(batch))
+
+
+def test_bf16_split_experts_train_like_fp32_and_keep_fp32_masters(n1, n2_bf16):
+    """bf16 with expert_parallel=2 at ZeRO-1: the loss curve stays within bf16 rounding of the
+    fp32 replicated run, and each rank's checkpointed experts are fp32 master weights (values
+    a bf16 copy could not hold), so resuming does not round them."""
+    a, b = n1.losses(), n2_bf16.losses()
+    assert sorted(b) == list(range(1, STEPS + 1)) and a[1] != a[STEPS]
+    diffs = [abs(a[s] - b[s]) for s in a]
+    assert max(diffs) < 5e-3, f"bf16 N=2 vs fp32 N=1 loss curves differ by {max(diffs):.2e}"
+    for name in ("ep_rank_00000.safetensors", "ep_rank_00001.safetensors"):
+        shard = load_file(str(final(n2_bf16) / EXPERTS_DIR / name))
+        assert sorted(shard) == sorted(EXPERT_KEYS)
+        for key, t in shard.items():
+            assert t.dtype == torch.float32 and t.shape[0] == 2, key
+            assert not torch.equal(t.to(torch.bfloat16).float(), t), f"{name} {key} is bf16"
+
+
+def test_bf16_split_experts_resume_exactly(resumed_bf16, n2_bf16):
+    assert "resumed from" in resumed_bf16.output
+    for name in ("ep_rank_00000.safetensors", "ep_rank_00001.safetensors"):
+        a = load_file(str(final(resumed_bf16) / EXPERTS_DIR / name))
+        b = load_file(str(final(n2_bf16) / EXPERTS_DIR / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    ref = n2_bf16.losses()
+    after = {r["step"]: r["loss"] for r in resumed_bf16.records()[STEPS:]}
+    assert sorted(after) == list(range(EVERY + 1, STEPS + 1))
+    assert all(after[s] == ref[s] for s in after)
