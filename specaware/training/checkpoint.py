@@ -343,6 +343,25 @@ def read_state(ckpt: str | Path) -> dict:
         return json.load(f)
 
 
+def _layout_text(layout: list[dict]) -> str:
+    return ", ".join(f"{g['name']} {g['tensors']} tensors / {g['elements']} values"
+                     for g in layout)
+
+
+def check_groups(state: dict, layout: list[dict], ckpt: str | Path) -> None:
+    """CheckpointReadError naming both layouts when the checkpoint's optimizer groups (stored
+    by `save` since they were recorded; older checkpoints are not checked here) differ from the
+    ones this run builds (training.optim.group_layout)."""
+    saved = state.get("optimizer_groups")
+    if saved is None or saved == layout:
+        return
+    raise CheckpointReadError(
+        f"{ckpt}: its optimizer state has the groups [{_layout_text(saved)}], this run builds "
+        f"[{_layout_text(layout)}]: written by another specaware version or with another model "
+        f"or optimiser setting, it cannot be resumed. Resume with the config it was written "
+        f"with, or `specaware export` its run folder and start a new run")
+
+
 def load(engine, ckpt: str | Path, env) -> dict:
     """Restore engine (weights, optimizer, scheduler) and this rank's RNG; return the state.
 
@@ -354,6 +373,12 @@ def load(engine, ckpt: str | Path, env) -> dict:
                                          load_lr_scheduler_states=True)
     except (OSError, RuntimeError, EOFError, ValueError) as e:
         first = (str(e).strip().splitlines() or [""])[0]
+        if "parameter group" in first:   # torch: the saved groups do not fit this optimizer
+            raise CheckpointReadError(
+                f"{ckpt}: its optimizer state does not fit this run's parameter groups "
+                f"({first}): written by another specaware version or with another model or "
+                f"optimiser setting, it cannot be resumed. Resume with the config it was "
+                f"written with, or `specaware export` its run folder and start a new run") from e
         raise CheckpointReadError(f"{ckpt}: DeepSpeed could not read it ({type(e).__name__}: "
                                   f"{first}); delete it (--resume auto then picks the previous "
                                   "checkpoint) or pass an older step_* folder") from e

@@ -36,7 +36,7 @@ from specaware.training.config import PretrainConfig, require_shards, resolved, 
 from specaware.training.determinism import make_deterministic
 from specaware.training.ds_config import make_ds_config
 from specaware.faults import fault_point, nan_injected
-from specaware.training.optim import make_optimizer
+from specaware.training.optim import group_layout, make_optimizer
 from specaware.training.progress import Progress
 from specaware.tracking import Tracker, peak_tflops
 
@@ -243,6 +243,8 @@ class Trainer:
         names = master_names(self.engine)
         if names is not None:
             state["fp32_master_names"] = names
+        state["optimizer_groups"] = group_layout(module, self.cfg.optim,
+                                                 expert_parallel.split_param_groups)
         return state
 
     def _save(self, step: int) -> None:
@@ -405,8 +407,10 @@ def run(cfg: PretrainConfig, resume: str | None = None, *, local_rank: int | Non
         ckpt = _resume_point(resume, cfg.checkpoint.run_dir, env)
         start = 0
         if ckpt is not None:
-            expert_parallel.check_resume(checkpoint.read_state(ckpt), cfg.deepspeed.expert_parallel,
-                                         ckpt)
+            saved = checkpoint.read_state(ckpt)
+            expert_parallel.check_resume(saved, cfg.deepspeed.expert_parallel, ckpt)
+            checkpoint.check_groups(saved, group_layout(engine.module, cfg.optim,
+                                                        expert_parallel.split_param_groups), ckpt)
             state = checkpoint.load(engine, ckpt, env)
             start = int(state["step"])
             log.info("resumed from %s at step %d", ckpt, start)
