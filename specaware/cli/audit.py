@@ -3,7 +3,7 @@
     specaware audit RUN_DIR [--strategy prompt_dual ...] [--client 0 ...] [--shadows 16]
         audits the final client models of a `specaware federated` run (RUN_DIR/audit.json,
         RUN_DIR/audit/<strategy>/client-<i>/{audit.json, roc.png})
-    specaware audit OUT/pretrained/seed0/best.safetensors [--shadows 16] [--out DIR]
+    specaware audit OUT/pretrained/seed0[/best.safetensors] [--shadows 16] [--out DIR]
         audits a classifier written by `specaware finetune` against its own training split
         (DIR defaults to the checkpoint's folder + /audit: audit.json, roc.png)
     specaware audit --quick --out DIR
@@ -48,8 +48,15 @@ def main(args) -> int:
         print("specaware audit: give a federated run folder, a fine-tuned classifier "
               "checkpoint, or --quick --out DIR", file=sys.stderr)
         return 2
+    if (args.run_dir / "best.safetensors").is_file():    # OUT/<init>/seed<k> of a finetune run
+        args.run_dir = args.run_dir / "best.safetensors"
     if args.run_dir.suffix in (".safetensors", ".json"):
         return audit_finetuned(args)
+    found = sorted(args.run_dir.glob("*/seed*/best.safetensors"))
+    if (args.run_dir / "results.json").is_file() and found:
+        print(f"specaware audit: {args.run_dir} is a `specaware finetune` output folder; audit "
+              f"one of its classifiers, e.g. `specaware audit {found[0]}`", file=sys.stderr)
+        return 2
     from specaware.audit.federated import audit_run
     from specaware.federated.setup import CONFIG_FILE, read_config
     try:

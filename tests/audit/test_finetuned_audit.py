@@ -80,3 +80,13 @@ def test_only_classifiers_are_audited(classifier, tmp_path):
         assert code == 2 and str(fake) in err
         assert ("classifiers (task=classification) only" if name == "seg"
                 else "cannot be rebuilt") in err
+
+
+def test_a_finetune_folder_points_at_its_classifiers(classifier, tmp_path):
+    checkpoint, _ = classifier
+    code, _, err = _cli(audit_cli, [checkpoint.parents[2]])       # the run's OUT folder
+    assert code == 2 and "`specaware finetune` output folder" in err and str(checkpoint) in err
+    code, printed, _ = _cli(audit_cli, [checkpoint.parent, "--shadows", "2", "--out", tmp_path])
+    assert code == 0 and "lira AUC" in printed                     # OUT/<init>/seed<k>
+    assert json.loads((tmp_path / "audit.json").read_text())["info"]["checkpoint"] == \
+        str(checkpoint)
