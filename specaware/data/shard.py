@@ -141,11 +141,34 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def _union_bounds(rows: list[dict[str, Any]]) -> list[float] | None:
+    """[W, S, E, N] (degrees) holding every tile's box. Longitudes are taken on the circle:
+    a box with west > east crosses the antimeridian, and the union is everything but the widest
+    longitude gap no box covers, so tiles on both sides of 180 degrees give a box that crosses
+    it (west > east, as the tiles' own boxes and GeoJSON do), not one round the globe."""
     boxes = [r["bounds"] for r in rows if r.get("bounds")]
     if not boxes:
         return None
-    return [min(b[0] for b in boxes), min(b[1] for b in boxes),
-            max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    west, east = _longitude_union([(b[0], b[2]) for b in boxes])
+    return [west, min(b[1] for b in boxes), east, max(b[3] for b in boxes)]
+
+
+def _longitude_union(spans: list[tuple[float, float]]) -> tuple[float, float]:
+    """(west, east) of the shortest arc covering every (west, east) span (west > east: the
+    span crosses the antimeridian); (-180, 180) when the spans leave no gap."""
+    arcs = sorted((w, e if e >= w else e + 360.0) for w, e in spans)
+    merged: list[list[float]] = []
+    for start, end in arcs:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    gaps = [(merged[(i + 1) % len(merged)][0] + (360.0 if i == len(merged) - 1 else 0.0)
+             - merged[i][1], i) for i in range(len(merged))]
+    width, i = max(gaps)
+    if width <= 0:
+        return -180.0, 180.0
+    west, east = merged[(i + 1) % len(merged)][0], merged[i][1]
+    return (round(west, 7), round((east + 180.0) % 360.0 - 180.0 if east > 180.0 else east, 7))
 
 
 def build_manifest(shards, rows, info: dict[str, Any] | None = None) -> dict[str, Any]:

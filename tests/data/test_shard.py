@@ -204,3 +204,20 @@ def test_scene_smaller_than_a_tile_is_reported_not_fatal(tmp_path, capsys):
     assert "wrote 1 tiles" in captured.out
     assert "small (40x12) is smaller than one tile" in captured.err
     assert read_manifest(tmp_path / "o")["report"]["scenes_too_small"] == ["small"]
+
+
+@pytest.mark.parametrize("boxes, expected", [
+    # one region: the plain box
+    ([[-117.2, 36.9, -117.0, 37.0], [-117.1, 37.0, -116.9, 37.1]], [-117.2, 36.9, -116.9, 37.1]),
+    # tiles on both sides of 180 degrees (and one crossing it): a box that crosses it too
+    ([[179.98, 59.99, 179.99, 60.0], [179.99, 59.99, -179.99, 60.0],
+      [-179.99, 59.98, -179.98, 59.99]], [179.98, 59.98, -179.98, 60.0]),
+    # Alaska and Kamchatka: 50 degrees across the antimeridian, not 310 round the globe
+    ([[-150.0, 60.0, -140.0, 61.0], [160.0, 55.0, 170.0, 56.0]], [160.0, 55.0, -140.0, 61.0]),
+    # boxes that leave no longitude uncovered
+    ([[-180.0, -10.0, 0.0, 10.0], [0.0, -5.0, 180.0, 5.0]], [-180.0, -10.0, 180.0, 10.0]),
+])
+def test_manifest_bounds_hold_every_tile_the_short_way_round(boxes, expected):
+    from specaware.data.shard import build_manifest
+    rows = [{"key": f"k{i}", "bounds": b} for i, b in enumerate(boxes)] + [{"key": "nogeo"}]
+    assert build_manifest([], rows)["bounds"] == pytest.approx(expected)
