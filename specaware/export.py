@@ -31,7 +31,8 @@ import torch
 log = logging.getLogger(__name__)
 
 __all__ = ["CheckpointError", "FORMAT", "export", "match_scalars", "read_export",
-           "read_json_object", "read_meta", "read_safetensors", "read_safetensors_header", "write_export"]
+           "read_json_object", "read_meta", "read_safetensors", "read_safetensors_header",
+           "write_export"]
 
 FORMAT = "specaware-export/1"
 
