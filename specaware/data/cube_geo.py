@@ -86,8 +86,9 @@ def prisma_grid(attrs, level: str, where: str, height: int, width: int) -> Grid:
     attributes `attrs`: EPSG + corner-pixel centres for L2D; none (noted once) otherwise."""
     if level != "L2D":
         note_once(where, f"PRISMA {level} is in swath geometry (per-pixel Latitude/Longitude "
-                  f"under Geolocation Fields), not map-projected: its tiles carry no CRS and "
-                  f"their rows/cols are along-/across-track pixels; use the L2D product for "
+                  f"under Geolocation Fields), not map-projected: its tiles carry no CRS (their "
+                  f"bounds come from those arrays) and their rows/cols are along-/across-track "
+                  f"pixels; use the L2D product for "
                   f"map-projected tiles")
         return Grid()
     values = [_float(attrs, name) for name in (PRISMA_EPSG, *PRISMA_CORNERS)]

@@ -293,7 +293,8 @@ class CubeDataset:
         if layout.kind == "PRISMA":
             return cube_geo.prisma_grid(self._h5.attrs, layout.product, where, height, width)
         cube_geo.note_once(where, f"EMIT {layout.product} is in swath geometry: its tiles carry "
-                           f"no CRS and their rows/cols are downtrack/crosstrack pixels; name "
+                           f"no CRS (their bounds come from location/lat and lon) and their "
+                           f"rows/cols are downtrack/crosstrack pixels; name "
                            f"the scene EMIT-ORTHO:<file> (specaware shard --ortho) to read it "
                            f"through its GLT onto a map grid")
         return cube_geo.Grid()
