@@ -2,10 +2,13 @@
 server with range requests and injectable faults, and an S3-compatible server (moto).
 
     with http_server(root) as server:            # http://127.0.0.1:PORT/ serving `root`
-        server.faults["/scene.tif"] = "404"      # or "403", "truncate", "flaky:2", "slow:3"
+        server.faults["/scene.tif"] = "404"      # or "403", "truncate", "flaky:2", "slow:3",
+                                                 # "auth", "redirect:URL", "edl:LOGIN_URL",
+                                                 # "login:USER:PASSWORD" (see _login_flow)
         url = server.url("scene.tif")
         server.requests["/scene.tif"]            # requests that path got (gets: GETs only,
-                                                 # bytes_sent: body bytes that arrived)
+                                                 # bytes_sent: body bytes that arrived,
+                                                 # auth_seen: each request's Authorization)
 
     with s3_server() as endpoint:                # sets AWS_ENDPOINT_URL and test credentials
         client = s3_client(); client.create_bucket(Bucket="b")
@@ -14,13 +17,15 @@ Both bind 127.0.0.1 on a free port, run in a daemon thread and are stopped on ex
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
 import socket
 import threading
 import time
-from collections import Counter
+import urllib.parse
+from collections import Counter, defaultdict
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
@@ -38,12 +43,15 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
     def _fault(self) -> bool:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         with self.server.lock:
             self.server.requests[path] += 1
             self.server.gets[path] += self.command == "GET"
+            self.server.auth_seen[path].append(self.headers.get("Authorization"))
             seen = self.server.requests[path]
         fault = self.server.faults.get(path, "")
+        if fault.split(":", 1)[0] in ("redirect", "login", "edl"):
+            return self._login_flow(fault, path, query)
         if fault.startswith("slow:"):
             time.sleep(float(fault.split(":")[1]))
         if fault.startswith("flaky:") and seen <= int(fault.split(":")[1]):
@@ -54,11 +62,34 @@ class _Handler(SimpleHTTPRequestHandler):
             return self._status(403)
         return False
 
-    def _status(self, code: int) -> bool:
+    def _status(self, code: int, headers: dict[str, str] | None = None) -> bool:
         self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", "0")
         self.end_headers()
         return True
+
+    def _login_flow(self, fault: str, path: str, query: str) -> bool:
+        """redirect:URL answers 307 to URL. An Earthdata-style login: edl:LOGIN_URL serves the
+        file to a request carrying the cookie edl=ok, sets that cookie for ?code=ok, and else
+        redirects to LOGIN_URL?back=<this URL>; login:USER:PASSWORD (at LOGIN_URL) redirects
+        back with ?code=ok when the request has that basic auth, else answers 401."""
+        kind, _, arg = fault.partition(":")
+        if kind == "redirect":
+            return self._status(307, {"Location": arg})
+        if kind == "login":
+            expected = "Basic " + base64.b64encode(arg.encode()).decode("ascii")
+            if self.headers.get("Authorization") != expected:
+                return self._status(401, {"WWW-Authenticate": 'Basic realm="login"'})
+            back = urllib.parse.parse_qs(query).get("back", [""])[0]
+            return self._status(302, {"Location": back + "?code=ok"})
+        if "edl=ok" in (self.headers.get("Cookie") or ""):
+            return False                                      # logged in: serve the file
+        if query == "code=ok":
+            return self._status(302, {"Set-Cookie": "edl=ok; Path=/", "Location": path})
+        here = f"http://{self.headers.get('Host')}{path}"
+        return self._status(302, {"Location": f"{arg}?back={urllib.parse.quote(here)}"})
 
     def _served_file(self) -> Path | None:
         """The file the request names, or None once a fault or a 404 has been answered."""
@@ -139,6 +170,7 @@ class _Server(ThreadingHTTPServer):
         self.requests: Counter = Counter()     # path -> requests
         self.gets: Counter = Counter()         # path -> GET requests (no HEAD)
         self.bytes_sent: Counter = Counter()   # path -> body bytes served
+        self.auth_seen: defaultdict = defaultdict(list)   # path -> Authorization per request
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", port),
                          lambda *a: _Handler(*a, directory=str(self.root)))

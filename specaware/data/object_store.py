@@ -32,6 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from specaware.data import http_auth
 from specaware.data.remote import RETRIES, RemoteReadError, RetryPolicy, redact
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,9 @@ def _http_error(url: str, err: Exception) -> tuple[RemoteReadError, bool]:
         if err.code == 404:
             return RemoteReadError(f"{url}: not found (HTTP 404); check the URL"), False
         if err.code in (401, 403):
-            return RemoteReadError(f"{url}: access denied (HTTP {err.code}); use a signed URL "
-                                   f"or an s3:// URI with credentials"), False
+            return RemoteReadError(f"{url}: access denied (HTTP {err.code}); use a signed URL, "
+                                   f"credentials in GDAL_HTTP_HEADERS / GDAL_HTTP_BEARER / "
+                                   f"~/.netrc, or an s3:// URI with AWS credentials"), False
         return RemoteReadError(f"{url}: HTTP {err.code}"), err.code in TRANSIENT_HTTP
     return RemoteReadError(f"{url}: no response ({redact(getattr(err, 'reason', err))}); "
                            f"check the host, or raise SPECAWARE_HTTP_TIMEOUT"), True
@@ -154,7 +156,7 @@ def open_stream(url: str, policy: RetryPolicy | None = None) -> BinaryIO:
         bucket, key = split_s3(url)
         return with_retries(url, lambda: s3_client(policy).get_object(Bucket=bucket, Key=key)
                             ["Body"], policy)
-    return with_retries(url, lambda: urllib.request.urlopen(url, timeout=policy.timeout), policy)
+    return with_retries(url, lambda: http_auth.urlopen(url, timeout=policy.timeout), policy)
 
 
 GOPEN_SCHEMES = ("s3", "http", "https")
@@ -200,7 +202,7 @@ def object_size(url: str, policy: RetryPolicy | None = None) -> int:
     request = urllib.request.Request(url, method="HEAD")
 
     def head() -> int:
-        with urllib.request.urlopen(request, timeout=policy.timeout) as response:
+        with http_auth.urlopen(request, timeout=policy.timeout) as response:
             return int(response.headers["Content-Length"])
     return with_retries(url, head, policy)
 
@@ -216,7 +218,7 @@ def read_range(url: str, start: int, count: int, policy: RetryPolicy | None = No
     request = urllib.request.Request(url, headers={"Range": span})
 
     def get() -> bytes:
-        with urllib.request.urlopen(request, timeout=policy.timeout) as response:
+        with http_auth.urlopen(request, timeout=policy.timeout) as response:
             if response.status == 200:  # the server ignored the range: cut it here
                 return response.read(start + count)[start:]
             return response.read()
@@ -233,7 +235,7 @@ def exists(url: str, policy: RetryPolicy | None = None) -> bool:
                          policy)
         else:
             request = urllib.request.Request(url, method="HEAD")
-            with_retries(url, lambda: urllib.request.urlopen(request, timeout=policy.timeout)
+            with_retries(url, lambda: http_auth.urlopen(request, timeout=policy.timeout)
                          .close(), policy)
     except RemoteReadError as err:
         if "(HTTP 404" in str(err):

@@ -194,7 +194,8 @@ def probe_http(url: str, timeout: float) -> int | None:
     """HTTP status of a one-byte ranged GET of `url` (None when no response came)."""
     request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        from specaware.data.http_auth import urlopen
+        with urlopen(request, timeout=timeout) as response:
             return response.status
     except urllib.error.HTTPError as err:
         return err.code
@@ -221,7 +222,8 @@ def explain(path, message: str, policy: RetryPolicy | None = None) -> RemoteRead
         return RemoteReadError(
             f"{url}: access denied (HTTP {status or 403}); set credentials "
             f"(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE for s3://, a signed URL "
-            f"or GDAL_HTTP_HEADERS for https://), or check that they may read this object")
+            f"or GDAL_HTTP_HEADERS / GDAL_HTTP_BEARER / ~/.netrc for https://), or check that "
+            f"they may read this object")
     if "timed out" in lowered or "timeout" in lowered or status in (408, 504):
         return RemoteReadError(
             f"{url}: timed out after {policy.attempts} retries; check the network, or raise "
