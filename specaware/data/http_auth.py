@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import http.cookiejar
+import logging
 import netrc
 import os
 import re
@@ -32,6 +33,8 @@ import urllib.request
 from pathlib import Path
 
 AUTH = "Authorization"
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
 _OPENERS: dict[int, urllib.request.OpenerDirector] = {}   # per process: cookies stay in it
 
 
@@ -61,7 +64,13 @@ def netrc_auth(host: str | None) -> str | None:
     path = Path(os.environ.get("GDAL_HTTP_NETRC_FILE") or Path.home() / ".netrc")
     try:
         entry = netrc.netrc(str(path)).authenticators(host)
-    except (OSError, netrc.NetrcParseError):
+    except OSError:
+        return None                      # no netrc file: nothing to send
+    except netrc.NetrcParseError as err:
+        if str(path) not in _WARNED:     # a broken file is named once, never its contents
+            _WARNED.add(str(path))
+            log.warning("%s: not a valid netrc file (line %s); its credentials are not used",
+                        path, err.lineno)
         return None
     return _basic(entry[0], entry[2]) if entry else None
 
@@ -73,8 +82,11 @@ def configured_headers(url: str) -> dict[str, str]:
     if env.get("GDAL_HTTP_HEADER_FILE"):
         try:
             lines += Path(env["GDAL_HTTP_HEADER_FILE"]).read_text().splitlines()
-        except OSError:
-            pass
+        except OSError as err:
+            if env["GDAL_HTTP_HEADER_FILE"] not in _WARNED:
+                _WARNED.add(env["GDAL_HTTP_HEADER_FILE"])
+                log.warning("GDAL_HTTP_HEADER_FILE %s cannot be read (%s); its headers are not "
+                            "sent", env["GDAL_HTTP_HEADER_FILE"], err.strerror or err)
     if env.get("GDAL_HTTP_HEADERS"):
         lines += _split_headers(env["GDAL_HTTP_HEADERS"])
     headers: dict[str, str] = {}

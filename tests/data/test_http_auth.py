@@ -111,3 +111,19 @@ def test_earthdata_style_login_with_netrc_and_a_cookie(served, tmp_path, monkeyp
         monkeypatch.setattr("specaware.data.http_auth._OPENERS", {})  # a new process: no cookie
         with pytest.raises(RemoteReadError, match=r"HTTP 401"):
             object_store.read_range(url, 0, 4, FAST)
+
+
+def test_a_broken_netrc_or_header_file_is_named_once_without_its_contents(monkeypatch, tmp_path,
+                                                                           caplog):
+    rc = tmp_path / "netrc"
+    rc.write_text("machine data.example login me password secretpw\nmachine\n")
+    monkeypatch.setenv("GDAL_HTTP_NETRC_FILE", str(rc))
+    monkeypatch.setenv("GDAL_HTTP_HEADER_FILE", str(tmp_path / "missing_headers"))
+    with caplog.at_level("WARNING", logger="specaware.data.http_auth"):
+        assert configured_headers("https://data.example/x.nc") == {}
+        assert configured_headers("https://data.example/y.nc") == {}
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert any(str(rc) in w and "not a valid netrc" in w for w in warnings)
+    assert any("missing_headers" in w and "cannot be read" in w for w in warnings)
+    assert not any("secretpw" in w for w in warnings)
