@@ -4,7 +4,9 @@ server with range requests and injectable faults, and an S3-compatible server (m
     with http_server(root) as server:            # http://127.0.0.1:PORT/ serving `root`
         server.faults["/scene.tif"] = "404"      # or "403", "truncate", "flaky:2", "slow:3",
                                                  # "auth", "redirect:URL", "edl:LOGIN_URL",
-                                                 # "login:USER:PASSWORD" (see _login_flow)
+                                                 # "login:USER:PASSWORD" (see _login_flow),
+                                                 # "sign" (a URL signer), "signed" (needs
+                                                 # ?sig=ok, as a signer's URLs have)
         url = server.url("scene.tif")
         server.requests["/scene.tif"]            # requests that path got (gets: GETs only,
                                                  # bytes_sent: body bytes that arrived,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import re
 import socket
@@ -52,6 +55,19 @@ class _Handler(SimpleHTTPRequestHandler):
         fault = self.server.faults.get(path, "")
         if fault.split(":", 1)[0] in ("redirect", "login", "edl"):
             return self._login_flow(fault, path, query)
+        if fault == "sign":                 # a URL signer: ?href=URL -> {"href": URL?sig=ok}
+            href = urllib.parse.parse_qs(query).get("href", [""])[0]
+            if not href:
+                return self._status(400)
+            body = json.dumps({"href": href + ("&" if "?" in href else "?") + "sig=ok"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return True
+        if fault == "signed" and "sig=ok" not in query.split("&"):
+            return self._status(403)
         if fault.startswith("slow:"):
             time.sleep(float(fault.split(":")[1]))
         if fault.startswith("flaky:") and seen <= int(fault.split(":")[1]):

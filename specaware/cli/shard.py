@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "the first value is negative)")
     stac.add_argument("--datetime", help="RFC 3339 instant or interval START/END")
     stac.add_argument("--max-items", type=int, help="shard at most this many items")
+    stac.add_argument("--stac-sign", metavar="SIGNER_URL",
+                      default=os.environ.get("SPECAWARE_STAC_SIGN") or None,
+                      help="sign each asset href through this URL signer (?href=URL -> "
+                      "{\"href\": signed URL}), e.g. Planetary Computer's "
+                      "https://planetarycomputer.microsoft.com/api/sas/v1/sign "
+                      "(default: $SPECAWARE_STAC_SIGN)")
     parser.add_argument("--sensor", help="catalogue sensor (`specaware sensors`); used when a "
                         "file has no wavelengths, and for value caps / absorption ranges")
     parser.add_argument("--level", choices=["L1", "L2"],
@@ -120,7 +127,7 @@ def _stac_scenes(args: argparse.Namespace) -> tuple[list[str], dict]:
                          f"bbox={args.bbox} datetime={args.datetime}")
     scenes, table = [], {}
     for item, href in items:
-        vrt, provenance = item_scene(item, href)
+        vrt, provenance = item_scene(item, href, signer=args.stac_sign)
         scenes.append(str(vrt))
         table[str(vrt)] = provenance
     print(f"stac: {len(items)} item(s) from {args.stac}")

@@ -214,9 +214,32 @@ def spectral_assets(item: dict) -> list[tuple[str, dict, list[dict]]]:
     return multi if multi else chosen
 
 
-def item_scene(item: dict, item_href: str, out_dir: Path | None = None
-               ) -> tuple[Path, dict[str, Any]]:
-    """(VRT of the item's spectral bands, provenance descriptors) for one STAC item."""
+_SIGNED: dict[tuple[str, str], str] = {}
+
+
+def sign_href(href: str, signer: str) -> str:
+    """`href` as the URL signer at `signer` returns it: GET `signer?href=<href>` answering
+    {"href": signed URL} (Planetary Computer's /api/sas/v1/sign does). Cached per process;
+    StacError naming the signer and the (redacted) href when it fails."""
+    from specaware.data import object_store
+
+    if (signer, href) not in _SIGNED:
+        url = f"{signer}{'&' if '?' in signer else '?'}href={urllib.parse.quote(href, safe='')}"
+        try:
+            signed = json.loads(object_store.read_bytes(url))["href"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise StacError(f"--stac-sign {redact(signer)}: could not sign {redact(href)} "
+                            f"({type(err).__name__}: {redact(err)}); check the signer URL "
+                            f"(it must answer ?href=URL with {{\"href\": signed URL}})") from None
+        _SIGNED[(signer, href)] = str(signed)
+    return _SIGNED[(signer, href)]
+
+
+def item_scene(item: dict, item_href: str, out_dir: Path | None = None,
+               signer: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """(VRT of the item's spectral bands, provenance descriptors) for one STAC item. `signer`:
+    a URL signer (`sign_href`) for assets that are read through signed URLs only; the
+    descriptors keep the unsigned hrefs (signatures expire and are secrets)."""
     assets = spectral_assets(item)
     ident = item.get("id", "item")
     if not assets:
@@ -227,6 +250,8 @@ def item_scene(item: dict, item_href: str, out_dir: Path | None = None
     sources = []
     for _, asset, bands in assets:
         href = absolute(item_href, asset["href"])
+        if signer:
+            href = sign_href(href, signer)
         for i, band in enumerate(bands):
             sources.append(BandSource(href, i + 1, band["name"], band["wavelength"],
                                       band["fwhm"], band["scale"], band["offset"],

@@ -131,3 +131,39 @@ def test_item_without_spectral_assets_names_the_item(catalog, tmp_path, capsys):
                      {"data": {"href": "data/enmap-1.tif", "roles": ["data"]}})
     with pytest.raises(ValueError, match=r"STAC item bare .*no asset has eo:bands"):
         item_scene(item, str(catalog))
+
+
+def test_assets_readable_only_through_signed_urls_are_signed(catalog, tmp_path, capsys):
+    """--stac-sign: each asset href goes through the signer (as Planetary Computer's
+    /api/sas/v1/sign); an asset that refuses unsigned reads is read, the provenance keeps
+    the unsigned href, and without the signer the asset's 403 names it."""
+    box = _bbox()
+    with http_server(catalog.parent) as server:
+        server.faults["/data/enmap-1.tif"] = "signed"
+        server.faults["/sign"] = "sign"
+        args = ["shard", "--stac", server.url("catalog.json"), "--collection", "enmap-l2a",
+                "--bbox=" + ",".join(map(str, box)), "--datetime", "2024-01-01/2024-12-31",
+                "--tile", "16", "--quiet"]
+        refused = cli_main([*args, "--out", str(tmp_path / "unsigned")])
+        err = capsys.readouterr().err
+        rc = cli_main([*args, "--stac-sign", server.url("sign"), "--out", str(tmp_path / "out")])
+        asset_url = server.url("data/enmap-1.tif")
+        signs = server.requests["/sign"]
+    assert refused != 0 and "data/enmap-1.tif" in err and "403" in err
+    assert rc == 0, capsys.readouterr().err
+    manifest, samples = _tiles(tmp_path / "out")
+    assert manifest["total"] == 4 and signs == 1
+    assert {row["descriptors"]["stac_asset_href"] for row in manifest["tiles"]} == {asset_url}
+    np.testing.assert_allclose(samples[0]["wavelength"], WL, rtol=1e-4)
+
+
+def test_a_signer_that_fails_is_named_with_the_asset(catalog, tmp_path, capsys):
+    with http_server(catalog.parent) as server:
+        rc = cli_main(["shard", "--stac", server.url("catalog.json"), "--collection",
+                       "enmap-l2a", "--datetime", "2024-05-01T00:00:00Z/2024-05-02T00:00:00Z",
+                       "--stac-sign", server.url("no-signer-here"), "--tile", "16",
+                       "--out", str(tmp_path / "out"), "--quiet"])
+        signer = server.url("no-signer-here")
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert f"--stac-sign {signer}: could not sign" in err and "enmap-1.tif" in err
