@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "the first value is negative)")
     stac.add_argument("--datetime", help="RFC 3339 instant or interval START/END")
     stac.add_argument("--max-items", type=int, help="shard at most this many items")
+    stac.add_argument("--stac-asset", metavar="KEY", action="append", default=[],
+                      help="for items without eo:bands: the asset (a NetCDF/HDF5 product such "
+                      "as an EMIT or PRISMA file) to shard, when an item has several "
+                      "(repeatable)")
     stac.add_argument("--stac-sign", metavar="SIGNER_URL",
                       default=os.environ.get("SPECAWARE_STAC_SIGN") or None,
                       help="sign each asset href through this URL signer (?href=URL -> "
@@ -127,9 +131,11 @@ def _stac_scenes(args: argparse.Namespace) -> tuple[list[str], dict]:
                          f"bbox={args.bbox} datetime={args.datetime}")
     scenes, table = [], {}
     for item, href in items:
-        vrt, provenance = item_scene(item, href, signer=args.stac_sign)
-        scenes.append(str(vrt))
-        table[str(vrt)] = provenance
+        scene, provenance = item_scene(item, href, signer=args.stac_sign,
+                                       assets=args.stac_asset or None)
+        scene = _ortho(str(scene)) if args.ortho and isinstance(scene, str) else str(scene)
+        scenes.append(scene)
+        table[scene] = provenance
     print(f"stac: {len(items)} item(s) from {args.stac}")
     return scenes, table
 

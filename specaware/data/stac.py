@@ -235,20 +235,70 @@ def sign_href(href: str, signer: str) -> str:
     return _SIGNED[(signer, href)]
 
 
+PRODUCT_TYPES = ("application/x-netcdf", "application/netcdf", "application/x-hdf5",
+                 "application/x-hdf")
+PRODUCT_SUFFIXES = (".nc", ".nc4", ".h5", ".he5", ".hdf5")
+
+
+def product_assets(item: dict, wanted: list[str] | None = None) -> list[tuple[str, dict]]:
+    """(key, asset) of the item's data assets that are whole NetCDF / HDF5 product files (an
+    EMIT or PRISMA cube, whose reader finds the wavelengths in the file), or of the `wanted`
+    keys. Previews and non-data roles are left out."""
+    found = []
+    for key, asset in item.get("assets", {}).items():
+        roles = set(asset.get("roles") or ["data"])
+        if wanted:
+            if key in wanted:
+                found.append((key, asset))
+            continue
+        media = str(asset.get("type", "")).split(";")[0].strip().lower()
+        path = urllib.parse.urlsplit(str(asset.get("href", ""))).path.lower()
+        if "data" in roles and not PREVIEW_ROLES & roles and (
+                media in PRODUCT_TYPES or path.endswith(PRODUCT_SUFFIXES)):
+            found.append((key, asset))
+    return found
+
+
+def _product_scene(item: dict, item_href: str, signer: str | None,
+                   wanted: list[str] | None) -> tuple[str, dict[str, Any]]:
+    """(the one product asset's URL, provenance) of an item without eo:bands."""
+    ident, keys = item.get("id", "item"), list(item.get("assets", {}))
+    found = product_assets(item, wanted)
+    if len(found) != 1:
+        why = (f"assets {wanted} are not among its assets {keys}" if wanted and not found
+               else f"no asset has eo:bands with center_wavelength nor is a NetCDF/HDF5 "
+               f"product (assets: {keys}); the catalogue must describe the bands, or shard "
+               f"the files with --sensor" if not found
+               else f"several product assets {[k for k, _ in found]}; choose one with "
+               f"--stac-asset KEY")
+        raise StacError(f"STAC item {ident} ({redact(item_href)}): {why}")
+    href = absolute(item_href, found[0][1]["href"])
+    return (sign_href(href, signer) if signer else href), _provenance(item, [href])
+
+
+def _provenance(item: dict, hrefs: list[str]) -> dict[str, Any]:
+    props = item.get("properties", {})
+    return {"stac_item": item.get("id", "item"), "stac_collection": item.get("collection") or "",
+            "datetime": props.get("datetime") or props.get("start_datetime") or "",
+            "stac_asset_href": " ".join(redact(h) for h in hrefs)}
+
+
 def item_scene(item: dict, item_href: str, out_dir: Path | None = None,
-               signer: str | None = None) -> tuple[Path, dict[str, Any]]:
-    """(VRT of the item's spectral bands, provenance descriptors) for one STAC item. `signer`:
-    a URL signer (`sign_href`) for assets that are read through signed URLs only; the
-    descriptors keep the unsigned hrefs (signatures expire and are secrets)."""
-    assets = spectral_assets(item)
+               signer: str | None = None, assets: list[str] | None = None
+               ) -> tuple[Path | str, dict[str, Any]]:
+    """(scene, provenance descriptors) for one STAC item: a VRT of its spectral bands, or,
+    for an item whose assets carry no eo:bands, the URL of its one NetCDF / HDF5 product asset
+    (`assets`: the keys to use), read by the product readers. `signer`: a URL signer
+    (`sign_href`) for assets that are read through signed URLs only; the descriptors keep the
+    unsigned hrefs (signatures expire and are secrets)."""
+    if assets:
+        return _product_scene(item, item_href, signer, assets)
+    spectral = spectral_assets(item)
     ident = item.get("id", "item")
-    if not assets:
-        keys = list(item.get("assets", {}))
-        raise StacError(f"STAC item {ident} ({redact(item_href)}): no asset has eo:bands with "
-                        f"center_wavelength (assets: {keys}); the catalogue must describe the "
-                        f"bands, or shard the files with --sensor")
+    if not spectral:
+        return _product_scene(item, item_href, signer, None)
     sources = []
-    for _, asset, bands in assets:
+    for _, asset, bands in spectral:
         href = absolute(item_href, asset["href"])
         if signer:
             href = sign_href(href, signer)
@@ -257,11 +307,7 @@ def item_scene(item: dict, item_href: str, out_dir: Path | None = None,
                                       band["fwhm"], band["scale"], band["offset"],
                                       band["nodata"]))
     sources.sort(key=lambda s: s.wavelength)
-    props = item.get("properties", {})
-    descriptors = {"stac_item": ident, "stac_collection": item.get("collection") or "",
-                   "datetime": props.get("datetime") or props.get("start_datetime") or "",
-                   "stac_asset_href": " ".join(redact(absolute(item_href, a["href"]))
-                                               for _, a, _ in assets)}
+    descriptors = _provenance(item, [absolute(item_href, a["href"]) for _, a, _ in spectral])
     try:
         vrt = stack_vrt(sources, ident, {"wavelength_source": "STAC eo:bands"}, out_dir=out_dir)
     except RasterMetadataError as err:

@@ -167,3 +167,43 @@ def test_a_signer_that_fails_is_named_with_the_asset(catalog, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc != 0
     assert f"--stac-sign {signer}: could not sign" in err and "enmap-1.tif" in err
+
+
+def _emit_item(tmp_path, assets: dict) -> None:
+    """A catalogue of one EMIT item (no eo:bands: 285-band products list none) beside
+    `catalog`'s files; its asset files are written into stac/data/."""
+    from specaware.testing import write_emit_nc
+    wl, fwhm, _ = sensor_bands("emit", 6)
+    cube = np.clip(synthetic_cube(wl, 32, 32, seed=5), 0.001, None).astype(np.float32)
+    for name in assets.values():
+        write_emit_nc(tmp_path / "stac" / "data" / name, cube, wavelength=wl, fwhm=fwhm)
+    write_stac_catalog(tmp_path / "stac", {"emit-l2a-rfl": [stac_item(
+        "emit-1", "emit-l2a-rfl", "2024-03-01T18:00:00Z", _bbox(),
+        {key: {"href": f"../data/{name}", "type": "application/x-netcdf", "roles": ["data"]}
+         for key, name in assets.items()})]})
+    return wl
+
+
+def test_an_item_of_product_files_shards_through_the_product_reader(catalog, tmp_path,
+                                                                    capsys):
+    """EMIT items carry NetCDF assets without eo:bands: the one product asset is read by the
+    EMIT reader (wavelengths from the file), with the item's provenance; with two product
+    assets the item is refused until --stac-asset picks one."""
+    wl = _emit_item(tmp_path, {"RFL": "EMIT_L2A_RFL_001.nc", "RFL_UNC": "EMIT_L2A_RFLUNCERT.nc"})
+    with http_server(catalog.parent) as server:
+        args = ["shard", "--stac", server.url("catalog.json"), "--collection", "emit-l2a-rfl",
+                "--tile", "16", "--quiet"]
+        ambiguous = cli_main([*args, "--out", str(tmp_path / "both")])
+        err = capsys.readouterr().err
+        rc = cli_main([*args, "--stac-asset", "RFL", "--out", str(tmp_path / "out")])
+        asset_url = server.url("data/EMIT_L2A_RFL_001.nc")
+    assert ambiguous != 0 and "several product assets ['RFL', 'RFL_UNC']" in err
+    assert "--stac-asset KEY" in err
+    assert rc == 0, capsys.readouterr().err
+    manifest, samples = _tiles(tmp_path / "out")
+    assert manifest["total"] == 4
+    assert {r["descriptors"]["stac_item"] for r in manifest["tiles"]} == {"emit-1"}
+    assert {r["descriptors"]["stac_asset_href"] for r in manifest["tiles"]} == {asset_url}
+    assert manifest["report"]["scenes"][0]["wavelength_source"] == "EMIT sensor_band_parameters"
+    np.testing.assert_allclose(samples[0]["wavelength"], wl, rtol=1e-5)
+    assert samples[0]["sensor"] == "emit"
