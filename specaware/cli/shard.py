@@ -113,8 +113,9 @@ def _print_report(manifest: dict, out: str) -> None:
 def _ortho(scene: str) -> str:
     """EMIT-ORTHO:<scene> for an EMIT file (data/h5_cubes.py); other scenes unchanged."""
     from specaware.data.h5_cubes import cube_name
+    from specaware.data.raster import may_hold_cube
 
-    if not scene.lower().endswith((".nc", ".nc4", ".h5", ".he5", ".hdf5")):
+    if not may_hold_cube(scene):
         return scene
     return cube_name(scene, ortho=True) or scene
 

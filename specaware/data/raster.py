@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -30,6 +31,15 @@ log = logging.getLogger(__name__)
 # Strips larger than this are read tile by tile instead (very wide scenes with many bands).
 MAX_STRIP_BYTES = 256 * 2**20
 CUBE_SUFFIXES = (".nc", ".nc4", ".h5", ".he5", ".hdf5")  # may hold an EMIT / PRISMA cube
+
+
+def may_hold_cube(path) -> bool:
+    """True when `path` (a file, URL or GDAL path) names a NetCDF / HDF5 file, which may hold an
+    EMIT / PRISMA cube; a URL's query and fragment (a signer's ?sig=...) are not its name."""
+    text = str(path)
+    if "://" in text:
+        text = urllib.parse.urlsplit(text).path
+    return text.lower().endswith(CUBE_SUFFIXES)
 
 
 @dataclass
@@ -118,7 +128,7 @@ def open_scene(path, *, sensor: str | None = None, level: str | None = None,
     keys: the running command's flags / config keys, named in error messages.
     """
     path = str(path) if is_remote(path) else Path(path)
-    if str(path).lower().endswith(CUBE_SUFFIXES):
+    if may_hold_cube(path):
         from specaware.data.h5_cubes import cube_name
         path = cube_name(path) or path  # EMIT / PRISMA products (data/h5_cubes.py)
     where = display_url(path)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from specaware.data.products import BandSource, stack_vrt
-from specaware.data.raster import RasterMetadataError
+from specaware.data.raster import RasterMetadataError, may_hold_cube
 from specaware.data.remote import redact
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,6 @@ def sign_href(href: str, signer: str) -> str:
 
 PRODUCT_TYPES = ("application/x-netcdf", "application/netcdf", "application/x-hdf5",
                  "application/x-hdf")
-PRODUCT_SUFFIXES = (".nc", ".nc4", ".h5", ".he5", ".hdf5")
 
 
 def product_assets(item: dict, wanted: list[str] | None = None) -> list[tuple[str, dict]]:
@@ -252,9 +251,8 @@ def product_assets(item: dict, wanted: list[str] | None = None) -> list[tuple[st
                 found.append((key, asset))
             continue
         media = str(asset.get("type", "")).split(";")[0].strip().lower()
-        path = urllib.parse.urlsplit(str(asset.get("href", ""))).path.lower()
         if "data" in roles and not PREVIEW_ROLES & roles and (
-                media in PRODUCT_TYPES or path.endswith(PRODUCT_SUFFIXES)):
+                media in PRODUCT_TYPES or may_hold_cube(asset.get("href", ""))):
             found.append((key, asset))
     return found
 

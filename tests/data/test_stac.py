@@ -207,3 +207,20 @@ def test_an_item_of_product_files_shards_through_the_product_reader(catalog, tmp
     assert manifest["report"]["scenes"][0]["wavelength_source"] == "EMIT sensor_band_parameters"
     np.testing.assert_allclose(samples[0]["wavelength"], wl, rtol=1e-5)
     assert samples[0]["sensor"] == "emit"
+
+
+def test_a_signed_product_asset_is_still_read_by_the_product_reader(catalog, tmp_path,
+                                                                   capsys):
+    """A signer appends a query (?sig=...) to the asset URL; the product is still recognised
+    by its path, so the EMIT reader (not GDAL's band-last view) reads it."""
+    wl = _emit_item(tmp_path, {"RFL": "EMIT_L2A_RFL_001.nc"})
+    with http_server(catalog.parent) as server:
+        server.faults["/data/EMIT_L2A_RFL_001.nc"] = "signed"
+        server.faults["/sign"] = "sign"
+        rc = cli_main(["shard", "--stac", server.url("catalog.json"), "--collection",
+                       "emit-l2a-rfl", "--stac-sign", server.url("sign"), "--tile", "16",
+                       "--quiet", "--out", str(tmp_path / "out")])
+    assert rc == 0, capsys.readouterr().err
+    manifest, samples = _tiles(tmp_path / "out")
+    assert manifest["report"]["scenes"][0]["wavelength_source"] == "EMIT sensor_band_parameters"
+    np.testing.assert_allclose(samples[0]["wavelength"], wl, rtol=1e-5)
