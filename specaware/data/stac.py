@@ -245,11 +245,11 @@ def product_assets(item: dict, wanted: list[str] | None = None) -> list[tuple[st
     keys. Previews and non-data roles are left out."""
     found = []
     for key, asset in item.get("assets", {}).items():
-        roles = set(asset.get("roles") or ["data"])
         if wanted:
             if key in wanted:
                 found.append((key, asset))
             continue
+        roles = set(asset.get("roles") or ["data"])
         media = str(asset.get("type", "")).split(";")[0].strip().lower()
         if "data" in roles and not PREVIEW_ROLES & roles and (
                 media in PRODUCT_TYPES or may_hold_cube(asset.get("href", ""))):
@@ -262,14 +262,16 @@ def _product_scene(item: dict, item_href: str, signer: str | None,
     """(the one product asset's URL, provenance) of an item without eo:bands."""
     ident, keys = item.get("id", "item"), list(item.get("assets", {}))
     found = product_assets(item, wanted)
-    if len(found) != 1:
-        why = (f"assets {wanted} are not among its assets {keys}" if wanted and not found
-               else f"no asset has eo:bands with center_wavelength nor is a NetCDF/HDF5 "
-               f"product (assets: {keys}); the catalogue must describe the bands, or shard "
-               f"the files with --sensor" if not found
-               else f"several product assets {[k for k, _ in found]}; choose one with "
-               f"--stac-asset KEY")
-        raise StacError(f"STAC item {ident} ({redact(item_href)}): {why}")
+    where = f"STAC item {ident} ({redact(item_href)})"
+    if len(found) > 1:
+        raise StacError(f"{where}: several product assets {[k for k, _ in found]}; choose one "
+                        f"with --stac-asset KEY")
+    if not found and wanted:
+        raise StacError(f"{where}: assets {wanted} are not among its assets {keys}")
+    if not found:
+        raise StacError(f"{where}: no asset has eo:bands with center_wavelength nor is a "
+                        f"NetCDF/HDF5 product (assets: {keys}); the catalogue must describe the "
+                        f"bands, or shard the files with --sensor")
     href = absolute(item_href, found[0][1]["href"])
     return (sign_href(href, signer) if signer else href), _provenance(item, [href])
 

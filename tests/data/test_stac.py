@@ -224,3 +224,11 @@ def test_a_signed_product_asset_is_still_read_by_the_product_reader(catalog, tmp
     manifest, samples = _tiles(tmp_path / "out")
     assert manifest["report"]["scenes"][0]["wavelength_source"] == "EMIT sensor_band_parameters"
     np.testing.assert_allclose(samples[0]["wavelength"], wl, rtol=1e-5)
+
+
+def test_a_stac_asset_key_the_item_lacks_is_named_with_its_keys(catalog):
+    item = stac_item("emit-x", "x", "2024-01-01T00:00:00Z", _bbox(),
+                     {"RFL": {"href": "data/a.nc", "roles": ["data"]}})
+    with pytest.raises(ValueError, match=r"STAC item emit-x .*assets \['MASK'\] are not among "
+                                         r"its assets \['RFL'\]"):
+        item_scene(item, str(catalog), assets=["MASK"])
