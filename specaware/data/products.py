@@ -65,6 +65,8 @@ def workdir() -> Path:
 
 def _grid(sources: list[BandSource]):
     """(width, height, transform, crs, dtypes, per-source header) on the finest grid."""
+    from specaware.data.netcdf_rows import gdal_flips
+
     headers = []
     for s in sources:
         with open_raster(s.path) as src:
@@ -72,7 +74,7 @@ def _grid(sources: list[BandSource]):
                             "crs": src.crs, "dtype": src.dtypes[s.band - 1],
                             "nodata": src.nodatavals[s.band - 1], "scale": src.scales[s.band - 1],
                             "offset": src.offsets[s.band - 1], "bounds": src.bounds,
-                            "file_order": src.driver == "netCDF" and src.transform.is_identity})
+                            "file_order": gdal_flips(src)})
     finest = min(headers, key=lambda h: abs(h["t"].a))
     for s, h in zip(sources, headers):
         h.update({k: getattr(s, k) for k in ("scale", "offset", "nodata")
